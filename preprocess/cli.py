@@ -1,0 +1,120 @@
+"""``preprocess SRC OUT``: the command-line front end of :func:`preprocess.build_shards`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .build import BuildResult, PreprocessError, build_shards
+from .media import CODECS
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="preprocess",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Re-encode videos into WebDataset shards for training: constant frame rate, 8-bit yuv420p, no audio, "
+            "rotation applied, short side resized, closed GOPs. Writes OUT/shards/{split}-NNNNNN.tar + .idx (DALI index), "
+            "OUT/manifest.json and OUT/rejects.jsonl. Bad inputs are rejected with a reason, never fatal. "
+            "Safe to kill: rerunning the same command resumes where it stopped."
+        ),
+        epilog=(
+            "SRC is a folder (searched recursively; every file except hidden ones and sidecars such as .txt/.json/.csv/.srt "
+            "is an input) or a .csv/.tsv list of 'path,label' rows with paths relative to the list file. "
+            "Exit status: 0 if at least one video was written (with --strict: and nothing rejected), "
+            "1 otherwise, 2 for an unusable SRC/OUT or conflicting parameters."
+        ),
+    )
+    p.add_argument("src", metavar="SRC", type=Path, help="folder of videos, or CSV/TSV list of 'path,label' rows")
+    p.add_argument("out", metavar="OUT", type=Path, help="output folder (created if missing; several splits can share it)")
+    p.add_argument("--split", default="train", help="split name: shard names start with it, the manifest keeps one entry per split")
+    p.add_argument("--labels-from-dirs", action="store_true", help="label = name of the top-level folder under SRC holding the video")
+    p.add_argument("--short-side", type=int, default=128, help="output short side in pixels (even); aspect kept, long side rounded to even")
+    p.add_argument("--fps", type=float, default=None, help="output constant frame rate (default: the source's rate, made constant)")
+    p.add_argument("--codec", choices=sorted(CODECS), default="vp9",
+                   help="vp9 (in .mp4; DALI CPU+GPU), h264 (in .mp4; GPU/PyAV/torchcodec only), mjpeg (all-intra, in .avi)")
+    p.add_argument("--gop", type=_positive, default=16, help="keyframe interval in frames (closed GOP); ignored by mjpeg")
+    p.add_argument("--max-frames", type=_positive, default=None,
+                   help="split videos longer than this into balanced consecutive segments of at most N frames, one sample each")
+    p.add_argument("--min-frames", type=_positive, default=16, help="reject videos with fewer decodable frames after normalization")
+    p.add_argument("--workers", type=_positive, default=None, help="parallel transcodes (default: all CPU cores)")
+    p.add_argument("--shard-max-count", type=_positive, default=1000, help="at most N samples per shard")
+    p.add_argument("--shard-max-bytes", type=_positive, default=1 << 30, help="at most N bytes per shard (a larger single sample gets its own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns samples to shards")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any input was rejected")
+    p.add_argument("--label-map", type=Path, default=None, help="JSON file {name: int} forcing the label map (inputs with other labels are rejected)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _load_label_map(path: Path | None) -> dict[str, int] | None:
+    if path is None:
+        return None
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PreprocessError(f"--label-map {path}: {err}") from None
+    if not isinstance(mapping, dict):
+        raise PreprocessError(f"--label-map {path}: expected a JSON object {{name: int}}")
+    return mapping
+
+
+def _summary(result: BuildResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"preprocess: split {result.split!r}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    accounted = result.videos_written + len(result.rejected)
+    check = "ok" if accounted == result.inputs else "MISMATCH"
+    table.add_row("inputs", str(result.inputs))
+    table.add_row("videos written", str(result.videos_written))
+    table.add_row("samples written", str(result.written))
+    table.add_row("rejected", str(len(result.rejected)))
+    for reason, count in Counter(r["reason"].split(":")[0] for r in result.rejected).most_common():
+        table.add_row(f"  {reason}", str(count))
+    table.add_row("written + rejected = inputs", f"{result.videos_written} + {len(result.rejected)} = {accounted} ({check})")
+    table.add_row("shards", str(len(result.shards)))
+    table.add_row("total frames", f"{result.total_frames:,}")
+    table.add_row("total bytes", f"{result.total_bytes:,}")
+    table.add_row("wall time", f"{result.wall_s:.1f} s" + (" (already complete: nothing to do)" if result.already_complete else ""))
+    table.add_row("manifest", str(result.manifest_path))
+    Console(stderr=True).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = build_shards(
+            args.src, args.out, split=args.split, labels_from_dirs=args.labels_from_dirs, short_side=args.short_side,
+            fps=args.fps, codec=args.codec, gop=args.gop, max_frames=args.max_frames, min_frames=args.min_frames,
+            workers=args.workers, shard_max_count=args.shard_max_count, shard_max_bytes=args.shard_max_bytes,
+            seed=args.seed, strict=args.strict, label_map=_load_label_map(args.label_map), progress=not args.no_progress,
+        )
+    except PreprocessError as err:
+        print(f"preprocess: error: {err}", file=sys.stderr)
+        return 2
+    _summary(result)
+    if result.written == 0:
+        print("preprocess: error: no video was written (see rejects.jsonl)", file=sys.stderr)
+        return 1
+    if args.strict and result.rejected:
+        print(f"preprocess: --strict: {len(result.rejected)} inputs rejected (see rejects.jsonl)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

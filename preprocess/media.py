@@ -1,0 +1,356 @@
+"""One video in, normalized re-encoded video(s) out: probe, transcode, validate by decoding.
+
+Everything here runs inside a worker process and talks to the ``ffmpeg``/``ffprobe`` binaries.
+A bad input never raises out of :func:`process_video`: it returns a :class:`Rejection` with a one-line reason.
+Paths are always handed to ffmpeg as ``file:`` + absolute path, so names with spaces, quotes, unicode,
+a leading dash or a colon are never parsed as options or protocols.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one output codec is encoded and stored."""
+
+    name: str
+    """Value of ``--codec`` and of ``codec`` in each sample's JSON."""
+    ffmpeg_codec: str
+    """Codec name ffprobe reports for the stored stream."""
+    ext: str
+    """Extension of the video member in the shards (``KEY.<ext>``)."""
+    all_intra: bool = False
+
+
+CODECS: dict[str, Codec] = {
+    # VP9 in MP4: decoded by DALI's CPU decoder (frame-exact, verified in tests), NVDEC, PyAV and torchcodec.
+    "vp9": Codec("vp9", "vp9", "mp4"),
+    # H.264 in MP4: NVDEC/PyAV/torchcodec only (DALI's CPU decoder cannot decode H.264).
+    "h264": Codec("h264", "h264", "mp4"),
+    # All-intra Motion JPEG in AVI: every frame is a keyframe, so seeking is free but files are larger.
+    "mjpeg": Codec("mjpeg", "mjpeg", "avi", all_intra=True),
+}
+
+#: Largest frame rate accepted from a source's metadata; above it the rate is treated as bogus.
+_MAX_SANE_FPS = 240
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    """Normalization applied to every video (all fields end up in the manifest)."""
+
+    short_side: int = 128
+    """Output short side in pixels (even); the long side keeps the display aspect, rounded to even."""
+    fps: float | None = None
+    """Output constant frame rate; ``None`` keeps the source's rate (made constant)."""
+    codec: str = "vp9"
+    gop: int = 16
+    """Frames per closed GOP (keyframe interval); ignored by all-intra codecs."""
+    max_frames: int | None = None
+    """Split videos into consecutive segments of at most this many frames; ``None``: one sample per video."""
+    min_frames: int = 16
+    """Videos (after normalization) with fewer decodable frames are rejected."""
+
+    def __post_init__(self) -> None:
+        if self.short_side < 16 or self.short_side % 2:
+            raise ValueError(f"short_side must be an even number >= 16, got {self.short_side}")
+        if self.fps is not None and not 0 < self.fps <= _MAX_SANE_FPS:
+            raise ValueError(f"fps must be in (0, {_MAX_SANE_FPS}], got {self.fps}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
+        if self.gop < 1:
+            raise ValueError(f"gop must be >= 1, got {self.gop}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
+        if self.max_frames is not None and self.max_frames < 2 * self.min_frames:
+            # Segments are balanced (see plan_segments): each holds more than max_frames/2 frames,
+            # so this bound guarantees every segment keeps at least min_frames frames.
+            raise ValueError(f"max_frames must be >= 2 * min_frames ({2 * self.min_frames}), got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stored video file produced from a source video."""
+
+    file: str
+    """File name inside the staging folder."""
+    segment_index: int
+    segment_start: int
+    """Index of this segment's first frame in the normalized (constant-rate) frame sequence of the source."""
+    frames: int
+    """Exact number of decodable frames, counted by decoding the stored file."""
+    width: int
+    height: int
+    fps: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    stage: str
+    """``input`` (file level), ``probe`` (not a usable video), ``transcode`` (ffmpeg failed) or ``validate`` (output check)."""
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, stage: str):
+        super().__init__(reason)
+        self.rejection = Rejection(_one_line(reason), stage)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _url(path: Path) -> str:
+    return "file:" + str(Path(path).absolute())
+
+
+def _ffmpeg_error(err: ffmpeg.Error) -> str:
+    lines = [ln.strip() for ln in (err.stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "ffmpeg failed"
+
+
+# --------------------------------------------------------------------------------------------------- probing
+
+
+def probe(path: Path, *, count_frames: bool = False) -> dict:
+    """``ffprobe`` JSON (format + streams); ``count_frames`` decodes every frame to fill ``nb_read_frames``.
+
+    Raises ``RuntimeError`` with ffprobe's last error line, and also when decoding printed errors
+    (a stored video must decode cleanly, see DESIGN.md §3).
+    """
+    cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
+    if count_frames:
+        cmd.append("-count_frames")
+    url = _url(path)
+    proc = subprocess.run([*cmd, url], capture_output=True, text=True, errors="replace")
+    errors = [ln.strip().replace(f"{url}: ", "") for ln in proc.stderr.splitlines() if ln.strip()]
+    if proc.returncode != 0 or (count_frames and errors):
+        raise RuntimeError(errors[-1] if errors else f"ffprobe exited with status {proc.returncode}")
+    return json.loads(proc.stdout)
+
+
+def _rotation(stream: dict) -> int:
+    """Display rotation in degrees (multiple of 90) from side data or the legacy ``rotate`` tag."""
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:
+            return int(round(float(side["rotation"]) / 90.0)) * 90 % 360
+    rotate = stream.get("tags", {}).get("rotate")
+    return int(round(float(rotate) / 90.0)) * 90 % 360 if rotate else 0
+
+
+def _rate(text: str | None) -> Fraction | None:
+    try:
+        rate = Fraction(text or "")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if 0 < rate <= _MAX_SANE_FPS else None
+
+
+def source_rate(stream: dict) -> Fraction | None:
+    """Constant rate to encode a source at: its nominal rate when that agrees with the average
+    (a constant-rate source), else the average rate (a variable-rate source)."""
+    nominal, average = _rate(stream.get("r_frame_rate")), _rate(stream.get("avg_frame_rate"))
+    if nominal and average:
+        return nominal if abs(nominal - average) <= average / 50 else average
+    return nominal or average
+
+
+_IMAGE_FORMATS = ("image2", "_pipe", "gif")  # still images (gif is animated but rarely a training video)
+_IMAGE_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "gif", "jpeg2000"}
+
+
+def check_source(path: Path) -> tuple[dict, dict]:
+    """Probe a source and reject what cannot be a training video. Returns ``(format, video_stream)``."""
+    if not path.is_file():
+        raise _Reject("file not found", "input")
+    if path.stat().st_size == 0:
+        raise _Reject("empty file (0 bytes)", "input")
+    try:
+        info = probe(path)
+    except RuntimeError as err:
+        raise _Reject(f"not a readable video container: {err}", "probe") from None
+    fmt = info.get("format", {})
+    streams = info.get("streams", [])
+    videos = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
+    if not videos:
+        if any(s.get("codec_type") == "audio" for s in streams):
+            raise _Reject("audio only: no video stream", "probe")
+        raise _Reject(f"no video stream (format {fmt.get('format_name', '?')!r})", "probe")
+    stream = videos[0]
+    format_name = fmt.get("format_name", "")
+    if any(tag in format_name for tag in _IMAGE_FORMATS) or (
+        stream.get("codec_name") in _IMAGE_CODECS and format_name in {"image2", "png_pipe", "jpeg_pipe"}
+    ):
+        raise _Reject(f"still image, not a video (format {format_name!r})", "probe")
+    if not stream.get("width") or not stream.get("height"):
+        raise _Reject("video stream has no frame size", "probe")
+    return fmt, stream
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def output_size(stream: dict, short_side: int) -> tuple[int, int]:
+    """``(width, height)`` of the output: display aspect (sample aspect ratio and rotation applied),
+    short side = ``short_side``, long side rounded to an even number."""
+    width, height = float(stream["width"]), float(stream["height"])
+    sar = _rate(stream.get("sample_aspect_ratio", "1:1").replace(":", "/")) or Fraction(1)
+    width *= float(sar)
+    if _rotation(stream) in (90, 270):
+        width, height = height, width
+    scale = short_side / min(width, height)
+    long_side = max(2, 2 * round(max(width, height) * scale / 2))
+    return (short_side, long_side) if width <= height else (long_side, short_side)
+
+
+def encoder_args(codec: str, gop: int) -> dict:
+    """ffmpeg output options for one codec (one thread: workers parallelize across videos, and
+    single-threaded encoders give byte-identical output whatever the worker count)."""
+    if codec == "vp9":
+        # Realtime deadline + cpu-used 8 is ~10x faster than "good" and still fine at 128 px;
+        # keyframes exactly every `gop` frames (VP9 keyframes reset all references: the GOP is closed).
+        return {
+            "c:v": "libvpx-vp9", "g": gop, "keyint_min": gop, "deadline": "realtime", "cpu-used": 8,
+            "row-mt": 1, "crf": 30, "b:v": 0, "lag-in-frames": 0, "threads": 1,
+        }
+    if codec == "h264":
+        return {
+            "c:v": "libx264", "preset": "veryfast", "crf": 20, "g": gop, "keyint_min": gop,
+            "sc_threshold": 0, "flags": "+cgop", "threads": 1, "movflags": "+faststart",
+        }
+    if codec == "mjpeg":
+        return {"c:v": "mjpeg", "q:v": 3, "strict": -1, "threads": 1}  # -strict -1: limited-range yuv420p
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def _run(stream) -> None:
+    try:
+        stream.overwrite_output().run(capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as err:
+        raise _Reject(f"ffmpeg failed: {_ffmpeg_error(err)}", "transcode") from None
+
+
+def transcode(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, codec: str, gop: int,
+              trim: tuple[int, int] | None = None) -> None:
+    """Re-encode the first video stream of ``src``: rotation applied (ffmpeg's autorotate), scaled to
+    ``size`` with square pixels, constant ``fps``, 8-bit 4:2:0, no audio/subtitles/metadata.
+
+    ``trim=(start, end)`` keeps frames ``start..end-1`` of the constant-rate sequence (segments are
+    cut from a lossless intermediate, so frame indices are exact).
+    """
+    video = ffmpeg.input(_url(src)).video
+    video = video.filter("scale", size[0], size[1]).filter("setsar", 1).filter("fps", fps=str(fps))
+    if trim is not None:
+        video = video.filter("trim", start_frame=trim[0], end_frame=trim[1]).filter("setpts", "PTS-STARTPTS")
+    video = video.filter("format", "yuv420p")
+    args = encoder_args(codec, gop) if codec in CODECS else {"c:v": "ffv1", "level": 3, "threads": 1}
+    out = ffmpeg.output(video, _url(dst), an=None, sn=None, dn=None, map_metadata=-1, map_chapters=-1,
+                        fps_mode="cfr", **args)
+    _run(out)
+
+
+def validate_output(path: Path, *, codec: Codec, size: tuple[int, int], min_frames: int) -> int:
+    """Decode the stored file and check what the loaders rely on. Returns the exact frame count."""
+    try:
+        info = probe(path, count_frames=True)
+    except RuntimeError as err:
+        raise _Reject(f"re-encoded video does not decode cleanly: {err}", "validate") from None
+    streams = info.get("streams", [])
+    if len(streams) != 1 or streams[0].get("codec_type") != "video":
+        raise _Reject(f"re-encoded file has {len(streams)} streams, expected one video stream", "validate")
+    stream = streams[0]
+    found = (stream.get("codec_name"), stream.get("pix_fmt"), stream.get("width"), stream.get("height"))
+    expected = (codec.ffmpeg_codec, "yuv420p", size[0], size[1])
+    if found != expected:
+        raise _Reject(f"re-encoded stream is {found}, expected {expected}", "validate")
+    if _rotation(stream):
+        raise _Reject("re-encoded stream still carries rotation metadata", "validate")
+    frames = int(stream.get("nb_read_frames") or 0)
+    if frames < min_frames:
+        raise _Reject(f"too short: {frames} frames < --min-frames {min_frames}", "validate")
+    return frames
+
+
+def plan_segments(frames: int, max_frames: int) -> list[tuple[int, int]]:
+    """Balanced consecutive ``(start, end)`` segments of at most ``max_frames`` frames covering ``frames``.
+
+    ``ceil(frames / max_frames)`` segments of near-equal length (each > ``max_frames / 2`` when split),
+    so no short tail is left over.
+    """
+    count = max(1, math.ceil(frames / max_frames))
+    bounds = [i * frames // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> list[Segment] | Rejection:
+    """Transcode one source into ``staging/<key>*.<ext>``; never raises for a bad input.
+
+    Files are written under temporary names and renamed when complete.
+    """
+    codec = CODECS[params.codec]
+    tmp_tag = f".tmp{os.getpid()}"
+    made: list[Path] = []
+    try:
+        _fmt, stream = check_source(src)
+        fps = Fraction(params.fps).limit_denominator(1001) if params.fps else source_rate(stream)
+        if fps is None:
+            raise _Reject("source has no usable frame rate", "probe")
+        size = output_size(stream, params.short_side)
+
+        if params.max_frames is None:
+            tmp = staging / f"{key}{tmp_tag}.{codec.ext}"
+            made.append(tmp)
+            transcode(src, tmp, size=size, fps=fps, codec=params.codec, gop=params.gop)
+            frames = validate_output(tmp, codec=codec, size=size, min_frames=params.min_frames)
+            final = staging / f"{key}.{codec.ext}"
+            os.replace(tmp, final)
+            made[-1] = final
+            return [Segment(final.name, 0, 0, frames, size[0], size[1], float(fps), final.stat().st_size)]
+
+        # Segments: normalize once into a lossless intermediate, count its frames by decoding,
+        # then cut balanced segments from it (one lossy generation, exact frame indices).
+        inter = staging / f"{key}{tmp_tag}.ffv1.mkv"
+        made.append(inter)
+        transcode(src, inter, size=size, fps=fps, codec="ffv1", gop=1)
+        try:
+            total = int(probe(inter, count_frames=True)["streams"][0].get("nb_read_frames") or 0)
+        except RuntimeError as err:
+            raise _Reject(f"normalized video does not decode cleanly: {err}", "validate") from None
+        if total < params.min_frames:
+            raise _Reject(f"too short: {total} frames < --min-frames {params.min_frames}", "validate")
+        segments = []
+        for index, (start, end) in enumerate(plan_segments(total, params.max_frames)):
+            name = f"{key}_s{start:06d}"
+            tmp = staging / f"{name}{tmp_tag}.{codec.ext}"
+            made.append(tmp)
+            transcode(inter, tmp, size=size, fps=fps, codec=params.codec, gop=params.gop, trim=(start, end))
+            frames = validate_output(tmp, codec=codec, size=size, min_frames=1)
+            if frames != end - start:
+                raise _Reject(f"segment {index} decodes to {frames} frames, expected {end - start}", "validate")
+            final = staging / f"{name}.{codec.ext}"
+            os.replace(tmp, final)
+            made[-1] = final
+            segments.append(Segment(final.name, index, start, frames, size[0], size[1], float(fps), final.stat().st_size))
+        inter.unlink()
+        return segments
+    except _Reject as rej:
+        for path in made:
+            path.unlink(missing_ok=True)
+        return rej.rejection
+    except Exception as err:  # a batch never dies on one file: anything unexpected is a rejection too
+        for path in made:
+            path.unlink(missing_ok=True)
+        return Rejection(_one_line(f"unexpected error: {type(err).__name__}: {err}"), "transcode")
