@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -118,7 +119,7 @@ def _url(path: Path) -> str:
 
 
 def _ffmpeg_error(err: ffmpeg.Error) -> str:
-    lines = [ln.strip() for ln in (err.stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in (err.stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
     return lines[-1] if lines else "ffmpeg failed"
 
 
@@ -177,7 +178,7 @@ def check_source(path: Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise _Reject("file not found", "input")
     if path.stat().st_size == 0:
-        raise _Reject("empty file (0 bytes)", "input")
+        raise _Reject("empty file: 0 bytes", "input")
     try:
         info = probe(path)
     except RuntimeError as err:
@@ -188,13 +189,13 @@ def check_source(path: Path) -> tuple[dict, dict]:
     if not videos:
         if any(s.get("codec_type") == "audio" for s in streams):
             raise _Reject("audio only: no video stream", "probe")
-        raise _Reject(f"no video stream (format {fmt.get('format_name', '?')!r})", "probe")
+        raise _Reject(f"no video stream: format {fmt.get('format_name', '?')}", "probe")
     stream = videos[0]
     format_name = fmt.get("format_name", "")
     if any(tag in format_name for tag in _IMAGE_FORMATS) or (
         stream.get("codec_name") in _IMAGE_CODECS and format_name in {"image2", "png_pipe", "jpeg_pipe"}
     ):
-        raise _Reject(f"still image, not a video (format {format_name!r})", "probe")
+        raise _Reject(f"still image, not a video: format {format_name}", "probe")
     if not stream.get("width") or not stream.get("height"):
         raise _Reject("video stream has no frame size", "probe")
     return fmt, stream
@@ -237,10 +238,15 @@ def encoder_args(codec: str, gop: int) -> dict:
 
 
 def _run(stream) -> None:
+    """Run ffmpeg; any error-level message (a truncated or garbled source: "partial file", "File ended
+    prematurely", "Invalid NAL unit size"...) rejects the input even when ffmpeg still exits 0."""
     try:
-        stream.overwrite_output().run(capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as err:
-        raise _Reject(f"ffmpeg failed: {_ffmpeg_error(err)}", "transcode") from None
+        _out, err = stream.global_args("-nostdin", "-v", "error").overwrite_output().run(capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as error:
+        raise _Reject(f"ffmpeg failed: {_ffmpeg_error(error)}", "transcode") from None
+    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if lines:
+        raise _Reject(f"damaged source, decoding reported errors: {lines[0]}", "transcode")
 
 
 def transcode(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, codec: str, gop: int,
