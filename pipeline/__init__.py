@@ -1,0 +1,15 @@
+"""Loader: speed-resampled clips from WebDataset video shards, via DALI or a plain-PyTorch reference backend.
+
+    from pipeline import LoaderConfig, build_loader, list_shards
+    loader = build_loader(list_shards("OUT", split="train"), LoaderConfig(mode="pretext"))
+
+See README "Loader (`pipeline/`)" for the batch format and DESIGN.md §2 for the sampling semantics.
+"""
+
+from pipeline.config import LoaderConfig
+from pipeline.loader import VideoLoader, build_loader
+from pipeline.sampler import ClipSet, SpeedSampler, order_label, sample_rng
+from pipeline.shards import BadSampleError, list_shards
+
+__all__ = ["LoaderConfig", "build_loader", "VideoLoader", "SpeedSampler", "ClipSet", "order_label", "sample_rng",
+           "list_shards", "BadSampleError"]

@@ -1,0 +1,77 @@
+"""Spatial views of a clip (resize, crop, flip), drawn once per clip and applied to all its frames.
+
+Both backends call :func:`draw_views` with the sample's generator and :func:`assemble_clips` on the decoded
+frames (CPU or CUDA tensors alike), so their outputs differ only by what their decoders return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import LoaderConfig
+
+
+@dataclass(frozen=True)
+class View:
+    """Where one clip's output pixels come from: resize the frame to ``resize_hw`` (height, width), take the
+    ``size`` x ``size`` square at (``top``, ``left``), mirror it horizontally if ``flip``."""
+
+    resize_hw: tuple[int, int]
+    top: int
+    left: int
+    size: int
+    flip: bool
+
+
+def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after resizing the short side to ``short_side``, aspect kept (rounded)."""
+    if height <= width:
+        return short_side, max(short_side, round(width * short_side / height))
+    return max(short_side, round(height * short_side / width)), short_side
+
+
+def draw_views(rng: np.random.Generator, num_clips: int, height: int, width: int, cfg: LoaderConfig) -> list[View]:
+    """One view per clip for a ``height`` x ``width`` video (see ``LoaderConfig.augment``/``eval_view``)."""
+    size = cfg.crop_size
+    if not cfg.augment and cfg.eval_view == "full":
+        return [View((size, size), 0, 0, size, False)] * num_clips
+    rh, rw = resized_shape(height, width, cfg.resize)
+    if not cfg.augment:
+        return [View((rh, rw), (rh - size) // 2, (rw - size) // 2, size, False)] * num_clips
+    views = []
+    for _ in range(num_clips):
+        top, left = int(rng.integers(0, rh - size + 1)), int(rng.integers(0, rw - size + 1))
+        views.append(View((rh, rw), top, left, size, bool(rng.random() < 0.5)))
+    return views
+
+
+def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View]) -> torch.Tensor:
+    """Cut the clips out of a video's decoded frames.
+
+    ``frames``: (U, H, W, 3) uint8, the sorted unique frames of all clips (decoded once);
+    ``positions``: (K, T) indices into ``frames``; returns (K, T, S, S, 3) uint8 on ``frames``' device.
+    """
+    if len({v.resize_hw for v in views}) != 1:
+        raise ValueError("all clips of a sample share one resize")
+    rh, rw = views[0].resize_hw
+    x = frames.permute(0, 3, 1, 2)  # (U, 3, H, W)
+    if x.shape[-2:] != (rh, rw):
+        x = F.interpolate(x.float(), size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    index = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=x.device)
+    clips = []
+    for k, v in enumerate(views):
+        clip = x[index[k], :, v.top : v.top + v.size, v.left : v.left + v.size]  # (T, 3, S, S)
+        clips.append(clip.flip(-1) if v.flip else clip)
+    return torch.stack(clips).permute(0, 1, 3, 4, 2).contiguous()  # (K, T, S, S, 3)
+
+
+def normalize(clips: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (..., K, T, H, W, 3) -> float32 (..., K, 3, T, H, W), scaled to [0, 1] then standardized."""
+    x = clips.float().div_(255.0)
+    x = (x - torch.tensor(mean, device=x.device)) / torch.tensor(std, device=x.device)
+    return x.movedim(-1, -4).contiguous()  # channels before time

@@ -1,0 +1,142 @@
+"""``build_loader``: the one entry point; batches from either backend look the same.
+
+A backend turns this rank's work items (sample record + repeat count, see ``plan.py``) into a stream of
+per-sample results, in order: either a :class:`SampleResult` or the :class:`BadSampleError` of that
+sample. This module plans the epoch, assembles full batches from the stream (raising on a bad sample,
+or skipping and counting it with ``skip_bad_samples``) and collates them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+
+import numpy as np
+import torch
+
+from pipeline.config import LoaderConfig
+from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
+from pipeline.shards import BadSampleError, scan_shards
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "dali", "reference")
+#: What ``backend="auto"`` runs without a GPU, chosen by ``python -m pipeline bench`` (BENCHMARKS.md): DALI's
+#: CPU decoder cannot seek, so decoding the union of a sample's clips with torchcodec is faster here.
+CPU_DEFAULT = "reference"
+
+
+def collate(results: list[SampleResult], *, pin: bool = False) -> dict:
+    clips = torch.stack([r.clips for r in results])  # (B, K, 3, T, S, S)
+    if pin:
+        clips = clips.pin_memory()
+    return {
+        "clips": clips,
+        "speeds": torch.as_tensor(np.stack([r.speeds for r in results]), dtype=torch.int64),
+        "speed_label": torch.as_tensor(np.stack([r.speed_label for r in results]), dtype=torch.int64),
+        "order_label": torch.as_tensor([r.order_label for r in results], dtype=torch.int64),
+        "label": torch.as_tensor([r.label for r in results], dtype=torch.int64),
+        "frames": torch.as_tensor(np.stack([r.frames for r in results]), dtype=torch.int64),
+        "key": [r.key for r in results],
+        "video_id": [r.video_id for r in results],
+    }
+
+
+class VideoLoader:
+    """Iterable of batch dicts (see README "Loader"). ``len()`` is the batches per epoch on this rank."""
+
+    def __init__(self, records, cfg: LoaderConfig, *, backend: str, rank: int, world_size: int, num_workers: int,
+                 device: torch.device | None, normalized: bool = True):
+        self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
+        self.device, self.normalized = device, normalized
+        self.epoch = 0
+        self.eligible, excluded = eligible_samples(records, cfg)
+        self.stats = {"samples": len(records), "excluded": sum(excluded.values()), "excluded_reasons": dict(excluded),
+                      "skipped": 0, "skipped_samples": []}
+        self._num_rank_samples = len(rank_samples(self.eligible, cfg, epoch=0, rank=rank, world_size=world_size))
+        if backend == "dali":
+            from pipeline.dali_backend import DaliStream
+
+            device_id = None
+            if torch.cuda.is_available():
+                device_id = device.index if device is not None and device.type == "cuda" and device.index is not None else int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
+            self._stream = DaliStream(cfg, device_id=device_id, num_threads=max(1, num_workers), normalized=normalized)
+            self.backend = "dali-gpu" if device_id is not None else "dali-cpu"
+        else:
+            from pipeline.reference import ReferenceStream
+
+            self._stream = ReferenceStream(cfg, num_workers=num_workers, normalized=normalized)
+            self.backend = "reference"
+        log.info("loader: backend %s, mode %s, rank %d/%d: %d of %d samples eligible, %d batches per epoch",
+                 self.backend, cfg.mode, rank, world_size, len(self.eligible), len(records), len(self))
+
+    def __len__(self) -> int:
+        return num_batches(self._num_rank_samples, self.cfg)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle and redraw for ``epoch`` (call before iterating, like ``DistributedSampler``)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        cfg = self.cfg
+        samples = rank_samples(self.eligible, cfg, epoch=self.epoch, rank=self.rank, world_size=self.world_size)
+        wanted = len(self)
+        pin = self.device is not None and self.device.type == "cuda" and self.backend == "reference"
+        batch: list[SampleResult] = []
+        emitted = failures_in_a_row = 0
+        if wanted == 0:
+            return
+        stream = self._stream.results(samples, epoch=self.epoch)
+        try:
+            for result in stream:
+                if isinstance(result, BadSampleError):
+                    if not cfg.skip_bad_samples:
+                        raise result
+                    self._count_skip(result)
+                    failures_in_a_row += 1
+                    if failures_in_a_row > len(samples):
+                        raise RuntimeError(f"rank {self.rank}: every sample failed ({self.stats['skipped']} skipped); last: {result}")
+                    continue
+                failures_in_a_row = 0
+                batch.append(result)
+                if len(batch) == cfg.batch_size:
+                    yield collate(batch, pin=pin)
+                    batch, emitted = [], emitted + 1
+                    if emitted == wanted:
+                        return
+            if batch:  # eval only: the last, smaller batch
+                yield collate(batch, pin=pin)
+        finally:
+            stream.close()
+
+    def _count_skip(self, error: BadSampleError) -> None:
+        self.stats["skipped"] += 1
+        self.stats["skipped_samples"].append({"shard": error.shard, "key": error.key, "reason": error.reason})
+        log.warning("skipped %s", error)
+
+
+def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
+                 num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True) -> VideoLoader:
+    """A loader over ``shards`` (tar paths, see :func:`list_shards`) for this rank.
+
+    ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
+    ``"reference"`` (torch DataLoader + torchcodec) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise).
+    ``num_workers``: DataLoader worker processes (reference) or DALI CPU threads (dali).
+    ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
+    ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if backend == "auto":
+        backend = "dali" if torch.cuda.is_available() else CPU_DEFAULT
+    if isinstance(device, str):
+        device = torch.device(device)
+    records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples)
+    loader = VideoLoader(records, cfg, backend=backend, rank=rank, world_size=world_size, num_workers=num_workers,
+                         device=device, normalized=normalized)
+    for error in bad:
+        loader._count_skip(error)
+    return loader

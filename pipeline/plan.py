@@ -1,0 +1,120 @@
+"""Which samples a rank reads in an epoch, and what is drawn for each (backend-independent).
+
+* Eligible samples: those the sampler can use (pretext: >= K fitting speeds; train/eval: >= T frames),
+  sorted by key; the others are excluded at build time, counted by reason and logged.
+* pretext/train: the eligible list is permuted with (seed, epoch), rank ``r`` takes ``order[r::world_size]``
+  cut to ``n // world_size`` samples, so ranks are disjoint and equally long, and yields
+  ``n // world_size // batch_size`` full batches (the remainder is dropped). Samples skipped as bad are
+  replaced by re-drawing the rank's samples from its start (``repeat`` 1, 2, ...) so every rank still
+  yields exactly ``len(loader)`` batches and DDP collectives never wait on a rank that ran out.
+* eval: no shuffle, no drop: rank ``r`` takes sorted keys ``[r::world_size]``, so every video is seen
+  exactly once across ranks; the last batch may be smaller and ranks may differ by one batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.augment import View, assemble_clips, draw_views, normalize
+from pipeline.config import LoaderConfig
+from pipeline.sampler import ClipSet, SpeedSampler, sample_rng
+from pipeline.shards import BadSampleError, SampleRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Everything drawn for one sample: its clips, the frames to decode once, and the clips' views."""
+
+    record: SampleRecord
+    clips: ClipSet
+    union: np.ndarray
+    """Sorted unique source frames of all clips (what the decoder is asked for), int64."""
+    positions: np.ndarray
+    """(K, T) indices into ``union``: ``union[positions] == clips.frames``."""
+    views: list[View]
+
+
+def plan_sample(record: SampleRecord, cfg: LoaderConfig, epoch: int, repeat: int = 0) -> SamplePlan:
+    """Draw the clips and views of ``record`` from its own generator (seed, epoch, key, repeat)."""
+    rng = sample_rng(cfg.seed, epoch, record.key, repeat)
+    clips = SpeedSampler.from_config(cfg).sample(record.frames, rng)
+    views = draw_views(rng, len(clips.speeds), record.meta["height"], record.meta["width"], cfg)
+    union, positions = clips.union()
+    return SamplePlan(record, clips, union, positions, views)
+
+
+def eligible_samples(records: list[SampleRecord], cfg: LoaderConfig) -> tuple[list[SampleRecord], collections.Counter]:
+    """The records the sampler can use, and a count of the others by reason (also logged)."""
+    sampler = SpeedSampler.from_config(cfg)
+    keep, excluded = [], collections.Counter()
+    for record in records:
+        reason = sampler.exclusion_reason(record.frames)
+        if reason is None:
+            keep.append(record)
+        else:
+            excluded[reason] += 1
+            log.debug("excluding %s (%s): %s", record.key, record.shard, reason)
+    for reason, count in excluded.items():
+        log.info("excluded %d sample(s) in %s mode: %s", count, cfg.mode, reason)
+    return keep, excluded
+
+
+def rank_samples(eligible: list[SampleRecord], cfg: LoaderConfig, *, epoch: int, rank: int, world_size: int) -> list[SampleRecord]:
+    """This rank's samples for ``epoch``, in reading order (see the module docstring)."""
+    if cfg.mode == "eval":
+        return eligible[rank::world_size]
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(eligible)) if cfg.shuffle else np.arange(len(eligible))
+    per_rank = len(eligible) // world_size
+    return [eligible[i] for i in order[rank::world_size][:per_rank]]
+
+
+def num_batches(num_rank_samples: int, cfg: LoaderConfig) -> int:
+    if cfg.mode == "eval":
+        return -(-num_rank_samples // cfg.batch_size)
+    return num_rank_samples // cfg.batch_size
+
+
+def work_item(samples: list[SampleRecord], i: int) -> tuple[SampleRecord, int]:
+    """The ``i``-th item a rank reads: (record, repeat). Past the end of ``samples`` (pretext/train only)
+    come re-draws of the same samples with ``repeat`` 1, 2, ..., which top up for skipped bad samples."""
+    return samples[i % len(samples)], i // len(samples)
+
+
+def work_indices(samples: list[SampleRecord], cfg: LoaderConfig):
+    """Item indices in reading order: ``range(n)`` for eval, endless otherwise (the loader stops early)."""
+    return iter(range(len(samples))) if cfg.mode == "eval" else itertools.count()
+
+
+@dataclass
+class SampleResult:
+    """One decoded sample: its clips and labels."""
+
+    key: str
+    video_id: str
+    label: int
+    frames: np.ndarray  # (K, T) source frame indices
+    speeds: np.ndarray  # (K,)
+    speed_label: np.ndarray  # (K,)
+    order_label: int
+    clips: torch.Tensor  # normalized float (K, 3, T, S, S), or uint8 (K, T, S, S, 3) when not normalizing
+
+
+def finish_sample(plan: SamplePlan, decoded: torch.Tensor, cfg: LoaderConfig, *, normalized: bool = True) -> SampleResult:
+    """Check a decoder's output for ``plan.union`` and cut, resize, crop, flip and normalize the clips."""
+    record = plan.record
+    expected = (len(plan.union), record.meta["height"], record.meta["width"], 3)
+    if tuple(decoded.shape) != expected:
+        raise BadSampleError(record.shard, record.key, f"decoder returned frames of shape {tuple(decoded.shape)}, expected {expected}")
+    clips = assemble_clips(decoded, plan.positions, plan.views)  # (K, T, S, S, 3) uint8
+    if normalized:
+        clips = normalize(clips, cfg.mean, cfg.std)  # (K, 3, T, S, S)
+    c = plan.clips
+    return SampleResult(record.key, record.video_id, record.label, c.frames, c.speeds, c.speed_label, c.order_label, clips)

@@ -1,0 +1,66 @@
+"""Reference backend: ``torch.utils.data.DataLoader`` worker processes, each reading a sample's bytes from its
+shard, drawing its clips with the shared sampler and decoding the union of their frames with torchcodec in
+one call. The CPU default, the correctness oracle for DALI, and a benchmark baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.config import LoaderConfig
+from pipeline.decode import torchcodec_frames
+from pipeline.plan import finish_sample, plan_sample, work_indices, work_item
+from pipeline.shards import BadSampleError, SampleRecord, check_video_bytes
+
+
+def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int, normalized: bool):
+    """One sample end to end on the CPU; a problem with the sample comes back as its BadSampleError."""
+    try:
+        plan = plan_sample(record, cfg, epoch, repeat)
+        data = record.read_video()
+        check_video_bytes(record, data)
+        try:
+            decoded = torchcodec_frames(data, plan.union)
+        except Exception as e:  # noqa: BLE001 -- any decoder failure is this sample's fault; name it
+            raise BadSampleError(record.shard, record.key, f"torchcodec failed: {type(e).__name__}: {e}") from None
+        return finish_sample(plan, decoded, cfg, normalized=normalized)
+    except BadSampleError as e:
+        return e
+    except OSError as e:
+        return BadSampleError(record.shard, record.key, f"read failed: {e}")
+
+
+class _Items(Dataset):
+    """Work item ``i`` of a rank's epoch (see ``plan.work_item``), loaded in a worker process."""
+
+    def __init__(self, samples: list[SampleRecord], cfg: LoaderConfig, epoch: int, normalized: bool):
+        self.samples, self.cfg, self.epoch, self.normalized = samples, cfg, epoch, normalized
+
+    def __getitem__(self, i: int):
+        record, repeat = work_item(self.samples, i)
+        return load_sample(record, repeat, self.cfg, self.epoch, self.normalized)
+
+
+def _single_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # parallelism comes from the worker processes
+
+
+class ReferenceStream:
+    def __init__(self, cfg: LoaderConfig, *, num_workers: int, normalized: bool):
+        self.cfg, self.num_workers, self.normalized = cfg, num_workers, normalized
+
+    def results(self, samples: list[SampleRecord], *, epoch: int):
+        """Per-sample results in reading order (endless for pretext/train: the caller stops)."""
+        dataset = _Items(samples, self.cfg, epoch, self.normalized)
+        indices = work_indices(samples, self.cfg)
+        if self.num_workers == 0:
+            yield from (dataset[i] for i in indices)
+            return
+        # batch_size=None: workers return single samples, so the loader can drop bad ones and keep full batches
+        loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.num_workers,
+                            worker_init_fn=_single_thread, prefetch_factor=4, multiprocessing_context="fork")
+        iterator = iter(loader)
+        try:
+            yield from iterator
+        finally:
+            iterator._shutdown_workers()

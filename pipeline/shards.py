@@ -1,0 +1,212 @@
+"""Reading the shards (DESIGN.md §1): where every sample's members sit in the tars, its metadata, its bytes.
+
+Both backends read samples by random access: the DALI index file beside each tar (``wds2idx`` format,
+``v1.2 N`` then one line per sample of ``ext offset size name`` groups, offsets pointing at the data) gives
+every member's byte range, so the loader can shuffle globally, give every rank exactly its share and name
+the shard and key of anything that goes wrong. A tar without an index is scanned once with ``tarfile``.
+At build time each sample's ``KEY.json`` is read (one small read per sample): the sampler needs the frame
+count before decoding, and samples too short for the mode must be counted before the epoch is split
+between ranks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+log = logging.getLogger(__name__)
+
+#: Extensions a sample's video member may have (DESIGN.md §1).
+VIDEO_EXTS = ("mp4", "webm", "avi", "mkv")
+
+
+class BadSampleError(RuntimeError):
+    """A sample that cannot be used, named by shard and key."""
+
+    def __init__(self, shard: str, key: str, reason: str):
+        super().__init__(f"bad sample {key!r} in shard {shard}: {reason}")
+        self.shard, self.key, self.reason = shard, key, reason
+
+    def __reduce__(self):  # survives the trip back from DataLoader worker processes
+        return (BadSampleError, (self.shard, self.key, self.reason))
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sample of a shard: where its members are and what its json says."""
+
+    shard: str
+    key: str
+    members: dict = field(hash=False, compare=False)
+    """ext -> (offset, size) in bytes within the tar."""
+    meta: dict = field(hash=False, compare=False)
+    """The validated ``KEY.json``."""
+
+    @property
+    def frames(self) -> int:
+        return self.meta["frames"]
+
+    @property
+    def label(self) -> int:
+        return -1 if self.meta.get("label") is None else int(self.meta["label"])
+
+    @property
+    def video_id(self) -> str:
+        return str(self.meta.get("video_id") or self.key)
+
+    @property
+    def video_ext(self) -> str:
+        return next(ext for ext in VIDEO_EXTS if ext in self.members)
+
+    def read(self, ext: str) -> bytes:
+        offset, size = self.members[ext]
+        with open(self.shard, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise BadSampleError(self.shard, self.key, f"{ext} member truncated: {len(data)} of {size} bytes")
+        return data
+
+    def read_video(self) -> bytes:
+        return self.read(self.video_ext)
+
+
+def list_shards(out_dir_or_paths, split: str = "train") -> list[str]:
+    """Tar paths of a split: from ``OUT/manifest.json`` (``splits[split].shards[*].tar``), else the
+    ``OUT/shards/{split}-*.tar`` files, or the given tar path(s) as they are."""
+    if isinstance(out_dir_or_paths, (str, Path)):
+        out_dir_or_paths = [out_dir_or_paths]
+    paths = [Path(p) for p in out_dir_or_paths]
+    if len(paths) == 1 and paths[0].is_dir():
+        out = paths[0]
+        manifest = out / "manifest.json"
+        if manifest.is_file():
+            splits = json.loads(manifest.read_text()).get("splits", {})
+            if split not in splits:
+                raise FileNotFoundError(f"{manifest} has no split {split!r} (has {sorted(splits)})")
+            tars = [str(out / entry["tar"]) for entry in splits[split]["shards"]]
+        else:
+            tars = [str(p) for p in sorted((out / "shards").glob(f"{split}-*.tar")) or sorted(out.glob(f"{split}-*.tar"))]
+        if not tars:
+            raise FileNotFoundError(f"no {split!r} shards under {out}")
+    else:
+        tars = [str(p) for p in paths]
+    missing = [t for t in tars if not Path(t).is_file()]
+    if missing:
+        raise FileNotFoundError(f"shard not found: {missing[0]}")
+    return tars
+
+
+def _members_from_index(idx_path: Path) -> list[tuple[str, dict]]:
+    lines = idx_path.read_text().splitlines()
+    version, count = lines[0].split()
+    if not version.startswith("v1."):
+        raise ValueError(f"{idx_path}: unknown index version {version!r}")
+    samples = []
+    for line in lines[1 : 1 + int(count)]:
+        fields = line.split()
+        members, key = {}, None
+        for i in range(0, len(fields) - 3, 4):
+            ext, offset, size, name = fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3]
+            members[ext] = (offset, size)
+            key = name[: -len(ext) - 1] if name.endswith("." + ext) else name
+        samples.append((key, members))
+    return samples
+
+
+def _members_from_tar(tar_path: Path) -> list[tuple[str, dict]]:
+    samples: list[tuple[str, dict]] = []
+    with tarfile.open(tar_path) as tar:
+        for info in tar:
+            if not info.isreg():
+                continue
+            base_start = info.name.rfind("/") + 1
+            dot = info.name.find(".", base_start)
+            if dot < 0:
+                continue
+            key, ext = info.name[:dot], info.name[dot + 1 :]
+            if not samples or samples[-1][0] != key:
+                samples.append((key, {}))
+            samples[-1][1][ext] = (info.offset_data, info.size)
+    return samples
+
+
+def validate_meta(meta) -> str | None:
+    """Why a parsed ``KEY.json`` is unusable, or None."""
+    if not isinstance(meta, dict):
+        return f"json is a {type(meta).__name__}, not an object"
+    for name in ("frames", "width", "height"):
+        value = meta.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            return f"json field {name!r} must be a positive int, got {value!r}"
+    label = meta.get("label")
+    if label is not None and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
+        return f"json field 'label' must be a non-negative int or null, got {label!r}"
+    return None
+
+
+def _record(shard: str, key: str, members: dict) -> SampleRecord:
+    if "json" not in members:
+        raise BadSampleError(shard, key, "missing KEY.json")
+    if not any(ext in members for ext in VIDEO_EXTS):
+        raise BadSampleError(shard, key, f"no video member (one of {', '.join(VIDEO_EXTS)}), has {sorted(members)}")
+    record = SampleRecord(shard, key, members, {})
+    try:
+        meta = json.loads(record.read("json"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadSampleError(shard, key, f"unparseable json: {e}") from None
+    reason = validate_meta(meta)
+    if reason:
+        raise BadSampleError(shard, key, reason)
+    return SampleRecord(shard, key, members, meta)
+
+
+def scan_shards(shards: list[str], *, skip_bad_samples: bool = False) -> tuple[list[SampleRecord], list[BadSampleError]]:
+    """Every sample of ``shards`` with its metadata, sorted by key. Samples with a missing or invalid json
+    raise :class:`BadSampleError`, or are returned in the second list when ``skip_bad_samples``."""
+    records, bad = [], []
+    for shard in shards:
+        idx = Path(shard).with_suffix(".idx")
+        entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
+        for key, members in entries:
+            try:
+                records.append(_record(shard, key, members))
+            except BadSampleError as e:
+                if not skip_bad_samples:
+                    raise
+                log.warning("skipping %s", e)
+                bad.append(e)
+    records.sort(key=lambda r: (r.key, r.shard))
+    return records, bad
+
+
+def check_video_bytes(record: SampleRecord, data: bytes) -> None:
+    """Cheap container-level checks before decoding (PyAV opens the header, decodes nothing): the bytes
+    parse and hold a video stream of the json's codec and size that does not declare fewer frames than
+    the json claims (DALI would return black frames for the missing ones without an error)."""
+    if not data:
+        raise BadSampleError(record.shard, record.key, "empty video member")
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise BadSampleError(record.shard, record.key, "no video stream in the container")
+            stream = container.streams.video[0]
+            width, height, declared = stream.codec_context.width, stream.codec_context.height, stream.frames
+            codec = stream.codec_context.name
+    except BadSampleError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- PyAV raises many types for bad bytes; all mean the same here
+        raise BadSampleError(record.shard, record.key, f"unreadable video container: {type(e).__name__}: {e}") from None
+    meta = record.meta
+    if isinstance(meta.get("codec"), str) and meta["codec"] != codec:
+        raise BadSampleError(record.shard, record.key, f"video codec is {codec}, json says {meta['codec']}")
+    if (width, height) != (meta["width"], meta["height"]):
+        raise BadSampleError(record.shard, record.key, f"video is {width}x{height}, json says {meta['width']}x{meta['height']}")
+    if declared and declared < meta["frames"]:
+        raise BadSampleError(record.shard, record.key, f"json says {meta['frames']} frames, the container holds {declared}")
