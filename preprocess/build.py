@@ -362,15 +362,15 @@ def build_shards(
             if labels != manifest["label_map"]:
                 manifest["label_map"] = labels
                 _save_manifest(out, manifest)
-        plan_rejects: dict[str, Rejection] = {}
-        seen: set[str] = set()
+        plan_rejects: list[tuple[str, Rejection]] = []
+        unique: dict[str, Input] = {}
         for item in inputs:
-            if item.key in seen:
-                plan_rejects[item.rel] = Rejection("duplicate entry in the input list", "input")
+            if item.key in unique or any(rel == item.rel for rel, _ in plan_rejects):
+                plan_rejects.append((item.rel, Rejection("duplicate entry in the input list", "input")))
             elif item.label_name is not None and item.label_name not in labels:
-                plan_rejects[item.rel] = Rejection(f"label {item.label_name!r} is not in the given label map", "input")
-            seen.add(item.key)
-        unique = {i.key: i for i in inputs if i.rel not in plan_rejects}
+                plan_rejects.append((item.rel, Rejection(f"label {item.label_name!r} is not in the given label map", "input")))
+            else:
+                unique[item.key] = item
 
         # Transcode what has no staged outcome yet.
         todo = [i for i in unique.values() if _load_record(staging, i.key) is None]
@@ -383,7 +383,7 @@ def build_shards(
         if missing:  # only if staged files vanished under us
             raise PreprocessError(f"staged results missing for {len(missing)} inputs (e.g. {missing[0]}); rerun the command")
         samples: dict[str, tuple[list[Member], int]] = {}
-        rejected = [{"path": rel, "reason": r.reason, "stage": r.stage} for rel, r in plan_rejects.items()]
+        rejected = [{"path": rel, "reason": r.reason, "stage": r.stage} for rel, r in plan_rejects]
         for key, record in sorted(records.items()):
             item = unique[key]
             if record["status"] != "ok":

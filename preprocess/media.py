@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import ffmpeg
 
 
@@ -126,19 +127,13 @@ def _ffmpeg_error(err: ffmpeg.Error) -> str:
 # --------------------------------------------------------------------------------------------------- probing
 
 
-def probe(path: Path, *, count_frames: bool = False) -> dict:
-    """``ffprobe`` JSON (format + streams); ``count_frames`` decodes every frame to fill ``nb_read_frames``.
-
-    Raises ``RuntimeError`` with ffprobe's last error line, and also when decoding printed errors
-    (a stored video must decode cleanly, see DESIGN.md §3).
-    """
-    cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
-    if count_frames:
-        cmd.append("-count_frames")
+def probe(path: Path) -> dict:
+    """``ffprobe`` JSON (format + streams); raises ``RuntimeError`` with ffprobe's last error line."""
     url = _url(path)
-    proc = subprocess.run([*cmd, url], capture_output=True, text=True, errors="replace")
+    cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     errors = [ln.strip().replace(f"{url}: ", "") for ln in proc.stderr.splitlines() if ln.strip()]
-    if proc.returncode != 0 or (count_frames and errors):
+    if proc.returncode != 0:
         raise RuntimeError(errors[-1] if errors else f"ffprobe exited with status {proc.returncode}")
     return json.loads(proc.stdout)
 
@@ -268,23 +263,38 @@ def transcode(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, cod
     _run(out)
 
 
+def decode_check(path: Path) -> tuple[dict, int]:
+    """Decode every frame of a stored file with PyAV (the library the loaders use).
+
+    Returns the stream's properties and the exact number of decoded frames; raises ``_Reject`` if the
+    file holds anything but one video stream or any packet fails to decode.
+    """
+    try:
+        with av.open(str(path)) as container:
+            if len(container.streams) != 1 or not container.streams.video:
+                raise _Reject(f"re-encoded file has {len(container.streams)} streams, expected one video stream", "validate")
+            stream = container.streams.video[0]
+            props = {"codec": stream.codec_context.name, "pix_fmt": stream.codec_context.pix_fmt,
+                     "width": stream.codec_context.width, "height": stream.codec_context.height, "rotation": 0}
+            frames = 0
+            for frame in container.decode(stream):
+                if frames == 0:
+                    props["rotation"] = int(getattr(frame, "rotation", 0) or 0)
+                frames += 1
+    except av.FFmpegError as err:
+        raise _Reject(f"re-encoded video does not decode cleanly: {err}", "validate") from None
+    return props, frames
+
+
 def validate_output(path: Path, *, codec: Codec, size: tuple[int, int], min_frames: int) -> int:
     """Decode the stored file and check what the loaders rely on. Returns the exact frame count."""
-    try:
-        info = probe(path, count_frames=True)
-    except RuntimeError as err:
-        raise _Reject(f"re-encoded video does not decode cleanly: {err}", "validate") from None
-    streams = info.get("streams", [])
-    if len(streams) != 1 or streams[0].get("codec_type") != "video":
-        raise _Reject(f"re-encoded file has {len(streams)} streams, expected one video stream", "validate")
-    stream = streams[0]
-    found = (stream.get("codec_name"), stream.get("pix_fmt"), stream.get("width"), stream.get("height"))
+    props, frames = decode_check(path)
+    found = (props["codec"], props["pix_fmt"], props["width"], props["height"])
     expected = (codec.ffmpeg_codec, "yuv420p", size[0], size[1])
     if found != expected:
         raise _Reject(f"re-encoded stream is {found}, expected {expected}", "validate")
-    if _rotation(stream):
+    if props["rotation"]:
         raise _Reject("re-encoded stream still carries rotation metadata", "validate")
-    frames = int(stream.get("nb_read_frames") or 0)
     if frames < min_frames:
         raise _Reject(f"too short: {frames} frames < --min-frames {min_frames}", "validate")
     return frames
@@ -331,10 +341,7 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
         inter = staging / f"{key}{tmp_tag}.ffv1.mkv"
         made.append(inter)
         transcode(src, inter, size=size, fps=fps, codec="ffv1", gop=1)
-        try:
-            total = int(probe(inter, count_frames=True)["streams"][0].get("nb_read_frames") or 0)
-        except RuntimeError as err:
-            raise _Reject(f"normalized video does not decode cleanly: {err}", "validate") from None
+        _props, total = decode_check(inter)
         if total < params.min_frames:
             raise _Reject(f"too short: {total} frames < --min-frames {params.min_frames}", "validate")
         segments = []
