@@ -403,6 +403,8 @@ def build_shards(
         shard_entries = _write_shards(out, split, plan, samples)
 
         with _locked(out / ".manifest.lock"):
+            for stale in [*out.glob(".manifest.json.tmp*"), *out.glob(".rejects.jsonl.tmp*")]:  # from a killed run
+                stale.unlink(missing_ok=True)
             manifest = load_manifest(out)
             manifest["splits"][split] = {
                 "shards": shard_entries,
