@@ -505,11 +505,12 @@ def _progress(enabled: bool, *, total: int, done: int) -> Iterator[Callable[[], 
     if not enabled:
         yield lambda: None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]transcoding"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, transient=False, redirect_stdout=False, redirect_stderr=False, console=None) as bar:
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("transcode", total=total, completed=done, rate="")
         began, start_done = time.perf_counter(), done
 

@@ -90,8 +90,9 @@ def _summary(result: BuildResult) -> None:
     table.add_row("total frames", f"{result.total_frames:,}")
     table.add_row("total bytes", f"{result.total_bytes:,}")
     table.add_row("wall time", f"{result.wall_s:.1f} s" + (" (already complete: nothing to do)" if result.already_complete else ""))
-    table.add_row("manifest", str(result.manifest_path))
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(f"manifest: {result.manifest_path}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
