@@ -2,13 +2,14 @@
 # Run the speedssl image on this machine's GPUs: `docker run` with the GPUs, shared memory and mounts set.
 #
 #   docker/run.sh pretrain --data data/k400 --out runs/k400        train.py on all GPUs of this machine
-#   docker/run.sh preprocess videos/k400 data/k400                 any executable in the image runs as is
+#   DATA_READONLY=0 VIDEOS_DIR=/mnt/k400 \
+#     docker/run.sh preprocess videos data/k400                     any executable in the image runs as is
 #   NNODES=4 NODE_RANK=0 RDZV_ENDPOINT=node0:29500 RDZV_ID=k400 \
 #     docker/run.sh pretrain ...                                    one of 4 nodes (same command on each, own NODE_RANK)
 #
 # Environment (defaults in brackets): IMAGE [speedssl:latest], GPUS [all] (docker --gpus value),
 # NPROC_PER_NODE [gpu: one process per GPU; 0 = plain python, no torchrun], SHM_SIZE [16g],
-# DATA_DIR [REPO/data, mounted read-only at /app/data], RUNS_DIR [REPO/runs, at /app/runs],
+# DATA_DIR [REPO/data, at /app/data], DATA_READONLY [1; 0 mounts data writable], RUNS_DIR [REPO/runs, at /app/runs],
 # VIDEOS_DIR [unset; mounted read-only at /app/videos when set], NNODES, NODE_RANK, RDZV_ENDPOINT, RDZV_ID,
 # NCCL_* and MASTER_* (passed through), DOCKER [docker].
 set -euo pipefail
@@ -26,7 +27,7 @@ args=(run --rm --init
     # Files written to runs/ belong to the caller, not to the image's user; HOME for caches of any UID.
     --user "$(id -u):$(id -g)" -e HOME=/tmp
     -e "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video"
-    -v "$data_dir:/app/data:ro"
+    -v "$data_dir:/app/data$([[ ${DATA_READONLY:-1} == 0 ]] || echo :ro)"
     -v "$runs_dir:/app/runs")
 if [[ -n ${VIDEOS_DIR:-} ]]; then
     args+=(-v "$VIDEOS_DIR:/app/videos:ro")
