@@ -1,0 +1,308 @@
+"""Pretrain by playback-speed prediction, fine-tune for action recognition, evaluate.
+
+    python train.py pretrain --data SHARDS --out runs/pre   [--arch r3d_18 --head both ...]
+    python train.py finetune --data SHARDS --out runs/ft --init runs/pre/checkpoint.pt   (or --init scratch)
+    python train.py eval     --data SHARDS --init runs/ft/checkpoint.pt                  (writes runs/ft/eval.json)
+    torchrun --nproc_per_node 8 train.py pretrain ...                                   (DDP; NCCL on GPU, gloo on CPU)
+
+`python train.py {pretrain,finetune,eval} --help` lists every option. Read top to bottom: setup -> data ->
+model -> optimizer -> loop (train), and the same for eval. Resume is exact: a checkpoint records the step,
+and the loader redraws an epoch identically from (seed, epoch), so `--resume` skips the batches of the
+current epoch that were already consumed and restores every RNG stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
+from pipeline import LoaderConfig, build_loader, list_shards
+from training import checkpoint, distributed
+from training.config import TrainConfig, parse_overrides, resolve
+from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
+from training.metrics import RECALL_KS, accuracy, clip_and_video_accuracy, group_by_video, retrieval_recall
+from training.optim import build_optimizer, build_scheduler
+from training.prefetch import Prefetcher
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Parse the command line, run it, return its summary (what the demo and the tests read)."""
+    mode, overrides = parse_overrides(argv)
+    run = overrides["run"]
+    base, init_state = {}, None
+    if run.get("init", "scratch") != "scratch" and mode in ("finetune", "eval"):
+        init_state = checkpoint.load(run["init"])
+        stored = init_state["config"]
+        base = {"model": stored["model"]} if mode == "finetune" else {"model": stored["model"], "data": _clip_settings(stored["data"])}
+        if mode == "eval":
+            run.setdefault("out", str(Path(run["init"]).parent))
+    if run.get("resume"):
+        base = json.loads((Path(run.get("out", "runs/default")) / "config.json").read_text())
+    cfg = resolve(mode, overrides, base)
+    info = distributed.setup(cfg.run.device)
+    try:
+        return evaluate(cfg, info, init_state) if mode == "eval" else train(cfg, info, init_state)
+    finally:
+        distributed.teardown()
+
+
+def _clip_settings(data: dict) -> dict:
+    """What eval must take over from the checkpoint: how clips are cut (not where the data is)."""
+    keep = ("num_frames", "resize", "crop_size", "speeds", "num_clips")
+    return {k: v for k, v in data.items() if k in keep}
+
+
+def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
+    """``mode``: the loader's pretext/train/eval; ``training``: batch size and augmentation of training (else of eval)."""
+    d = cfg.data
+    return LoaderConfig(
+        mode=mode, num_frames=d.num_frames, speeds=d.speeds, num_clips=d.num_clips, num_eval_clips=d.num_eval_clips,
+        batch_size=d.batch_size if training else d.eval_batch_size, resize=d.resize, crop_size=d.crop_size,
+        augment=d.augment and training, seed=cfg.run.seed, shuffle=training,
+    )
+
+
+def label_names(data_dir: str) -> list[str]:
+    """Class names in label order, from the shard set's manifest (one label map shared by all splits)."""
+    label_map = json.loads((Path(data_dir) / "manifest.json").read_text())["label_map"]
+    names = sorted(label_map, key=label_map.get)
+    if [label_map[n] for n in names] != list(range(len(names))):
+        raise ValueError(f"{data_dir}/manifest.json: labels are not 0..C-1: {label_map}")
+    return names
+
+
+def build_model(cfg: TrainConfig, num_classes: int | None) -> torch.nn.Module:
+    m = cfg.model
+    backbone = build_backbone(m.arch, base_width=m.base_width, norm=m.norm, tgn_groups=m.tgn_groups)
+    if num_classes is None:
+        return PretextModel(backbone, num_clips=cfg.data.num_clips, num_speeds=len(cfg.data.speeds), head=m.head, hidden=m.hidden, dropout=m.dropout)
+    return VideoClassifier(backbone, num_classes=num_classes, dropout=m.dropout)
+
+
+def pretext_loss(out: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sorting loss (K!-way), per-clip speed loss, or their sum; and the matching accuracies."""
+    loss, stats = 0.0, {}
+    if "order_logits" in out:
+        loss = loss + F.cross_entropy(out["order_logits"].float(), batch["order_label"])
+        stats["order_acc"] = accuracy(out["order_logits"].detach(), batch["order_label"])
+    if "speed_logits" in out:
+        logits = out["speed_logits"].flatten(0, 1).float()  # (B*K, num_speeds)
+        loss = loss + F.cross_entropy(logits, batch["speed_label"].flatten())
+        stats["speed_acc"] = accuracy(logits.detach(), batch["speed_label"].flatten())
+    stats["acc"] = stats.get("order_acc", stats.get("speed_acc"))
+    return loss, stats
+
+
+def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None) -> dict:
+    # ---- setup
+    pretrain = cfg.mode == "pretrain"
+    out = Path(cfg.run.out)
+    ckpt_path = out / "checkpoint.pt"
+    resume = checkpoint.load(ckpt_path) if cfg.run.resume else None
+    device = info.device
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.run.deterministic
+    use_amp = cfg.run.amp and device.type == "cuda"
+    channels_last = cfg.run.channels_last and device.type == "cuda"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    # ---- data
+    shards = list_shards(cfg.data.data, split=cfg.data.train_split)
+    loader = build_loader(shards, loader_config(cfg, "pretext" if pretrain else "train", training=True), backend=cfg.data.backend,
+                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
+    total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    classes = None if pretrain else label_names(cfg.data.data)
+
+    # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(cfg, None if pretrain else len(classes))
+    if init_state is not None:
+        load_pretrained_backbone(model, init_state["model"])
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+    model.to(device, memory_format=torch.channels_last_3d if channels_last else torch.preserve_format)
+    if info.enabled and device.type == "cuda" and cfg.run.sync_bn:
+        model = convert_sync_batchnorm(model)
+    raw_model = model  # what the optimizer and checkpoints see
+    if cfg.run.compile:
+        model = torch.compile(model)
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- optimizer
+    optimizer = build_optimizer(raw_model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    step = 0
+    if resume is not None:
+        if resume["steps_per_epoch"] != steps_per_epoch:
+            raise ValueError(f"cannot resume exactly: {steps_per_epoch} batches per epoch now, {resume['steps_per_epoch']} in the checkpoint")
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        step = resume["step"]
+        checkpoint.set_rng_state(resume["rng"][info.rank])
+    else:
+        torch.manual_seed(cfg.run.seed + 1000 * info.rank)  # dropout differs per rank, reproducibly
+
+    def save(epoch: int) -> None:
+        rng = distributed.all_gather_objects(checkpoint.rng_state(), info)  # every rank's streams, for exact resume
+        if info.is_main:
+            checkpoint.save_atomic({
+                "model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch, "config": cfg.to_dict(), "rng": rng,
+                "mode": cfg.mode, "classes": classes or [],
+            }, ckpt_path)
+
+    # ---- loop
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if info.is_main else None
+    if info.is_main:
+        console.log(f"{cfg.mode}: {cfg.model.arch} on {device} x{info.world_size}, loader {loader.backend}, "
+                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else ""))
+    stats: dict = {}
+    started, steps_here = time.perf_counter(), 0
+    model.train()
+    with progress_display(cfg.run.progress and info.is_main) as progress:
+        task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), acc=float("nan"), clips_per_s=0.0, wait_pct=0.0)
+        while step < total_steps and not (cfg.run.stop_after and steps_here >= cfg.run.stop_after):
+            epoch, skip = divmod(step, steps_per_epoch)
+            loader.set_epoch(epoch)
+            batches = Prefetcher(itertools.islice(loader, skip, None), device, channels_last=channels_last)  # resume: skip consumed batches
+            for batch in batches:
+                t0 = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    if pretrain:
+                        loss, stats = pretext_loss(model(batch["clips"]), batch)  # clips (B, K, 3, T, H, W)
+                    else:
+                        logits = model(batch["clips"][:, 0])  # (B, 1, 3, T, H, W) -> (B, C)
+                        loss = F.cross_entropy(logits.float(), batch["label"], ignore_index=-1)
+                        stats = {"acc": accuracy(logits.detach(), batch["label"])}
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
+                optimizer.step()
+                scheduler.step()
+                step, steps_here = step + 1, steps_here + 1
+                stats = distributed.all_reduce_mean({"loss": loss.item(), **stats}, info)  # .item() waits for the step: compute time is real
+                loss_value = stats["loss"]
+                compute_s, wait_s = time.perf_counter() - t0, batches.last_wait_s
+                clips = batch["clips"].shape[0] * batch["clips"].shape[1] * info.world_size
+                record = {"step": step, "epoch": epoch, **stats,
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item(), "clips_per_s": clips / (compute_s + wait_s),
+                          "data_wait_s": wait_s, "compute_s": compute_s, "data_wait_pct": 100 * wait_s / (compute_s + wait_s)}
+                if info.is_main:
+                    log.write(record)
+                    progress.update(task, completed=step, loss=loss_value, acc=record["acc"], clips_per_s=record["clips_per_s"], wait_pct=record["data_wait_pct"])
+                    if step % cfg.run.log_every == 0 or step == total_steps:
+                        console.log(f"step {step}/{total_steps} loss {loss_value:.4f} acc {record['acc']:.3f} lr {record['lr']:.2e} "
+                                    f"{record['clips_per_s']:.1f} clips/s data-wait {record['data_wait_pct']:.0f}%")
+                end_of_epoch = step % steps_per_epoch == 0
+                stopping = step >= total_steps or (cfg.run.stop_after and steps_here >= cfg.run.stop_after)
+                if stopping or end_of_epoch or (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0):
+                    save(epoch)
+                if stopping:
+                    break
+
+    # ---- report
+    summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path)}
+    if info.is_main:
+        log.close()
+        records = read_jsonl(out / "metrics.jsonl")
+        window = records[-max(1, min(len(records), steps_per_epoch)):]  # the last epoch (or what ran of it)
+        for key in ("loss", "acc", "order_acc", "speed_acc", "clips_per_s", "data_wait_pct"):
+            if window and key in window[0]:
+                summary[f"final_{key}"] = sum(r[key] for r in window) / len(window)
+        summary["wall_s"] = time.perf_counter() - started
+        plot_curves(records, out / "curves.png", f"{cfg.mode} {cfg.model.arch} ({out.name})")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        console.log(f"{cfg.mode} done: step {step}, {summary['wall_s']:.0f} s, checkpoint {ckpt_path}")
+    return summary
+
+
+@torch.no_grad()
+def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -> dict:
+    """Accuracy on the test split (classifier: clip/video accuracy; pretext: pretext accuracy) and
+    retrieval recall with backbone features (test split as queries, train split as gallery)."""
+    # ---- setup and model
+    device = info.device
+    stored_mode = state["mode"] if state is not None else "scratch"
+    classes = state.get("classes") if state is not None else None
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(cfg, len(classes) if stored_mode == "finetune" else None).to(device).eval()
+    if state is not None:
+        model.load_state_dict(state["model"])
+    use_amp = cfg.run.amp and device.type == "cuda"
+
+    def run(split: str, mode: str, forward) -> dict:
+        """Every video of ``split`` once (split over ranks, gathered from all of them)."""
+        lcfg = loader_config(cfg, mode, training=False)
+        if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
+            lcfg = dataclasses.replace(lcfg, batch_size=1)
+        loader = build_loader(list_shards(cfg.data.data, split=split), lcfg, backend=cfg.data.backend,
+                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+        parts: dict[str, list] = {"video_id": [], "label": []}
+        for batch in Prefetcher(loader, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                for key, value in forward(batch).items():
+                    parts.setdefault(key, []).append((value.float() if value.is_floating_point() else value).cpu())
+            parts["video_id"] += batch["video_id"]
+            parts["label"].append(batch["label"].cpu())
+        gathered = distributed.all_gather_objects(parts, info)
+        return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g[k]])) for k in parts}
+
+    def clip_features(batch: dict) -> dict:
+        b, k = batch["clips"].shape[:2]
+        feats = model.backbone(batch["clips"].flatten(0, 1))  # (B*K, D)
+        out = {"features": feats.reshape(b, k, -1)}
+        if stored_mode == "finetune":
+            out["logits"] = model.head(feats).reshape(b, k, -1)  # (B, K, C)
+        return out
+
+    # ---- test split: accuracy and query features
+    results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data}
+    if stored_mode == "pretrain":
+        pretext = run(cfg.data.test_split, "pretext", lambda b: {k: v for k, v in model(b["clips"]).items()} | {
+            "order_label": b["order_label"], "speed_label": b["speed_label"]})
+        if "order_logits" in pretext:
+            results["pretext_order_acc"] = accuracy(pretext["order_logits"], pretext["order_label"])
+            results["pretext_order_chance"] = 1 / pretext["order_logits"].shape[1]
+        if "speed_logits" in pretext:
+            results["pretext_speed_acc"] = accuracy(pretext["speed_logits"].flatten(0, 1), pretext["speed_label"].flatten())
+            results["pretext_speed_chance"] = 1 / len(cfg.data.speeds)
+    test = run(cfg.data.test_split, "eval", clip_features)
+    if "logits" in test:
+        results.update(clip_and_video_accuracy(test["video_id"], test["logits"], test["label"]))
+        results["chance"] = 1 / test["logits"].shape[-1]
+    # ---- train split: the retrieval gallery
+    gallery = run(cfg.data.train_split, "eval", clip_features)
+    _, q, q_labels = group_by_video(test["video_id"], test["features"], test["label"])
+    _, g, g_labels = group_by_video(gallery["video_id"], gallery["features"], gallery["label"])
+    results["retrieval"] = retrieval_recall(q, q_labels, g, g_labels, RECALL_KS)
+    results["retrieval"]["queries"], results["retrieval"]["gallery"] = len(q), len(g)
+
+    if info.is_main:
+        out = Path(cfg.run.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        rows = [(k, fmt(v)) for k, v in results.items() if isinstance(v, float)]
+        rows += [(f"retrieval {k}", fmt(v)) for k, v in results["retrieval"].items()]
+        table = results_table(f"eval ({stored_mode})", rows, ("metric", "value"))
+        table.caption = f"{cfg.run.init} on {cfg.data.data}"
+        console.print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,82 @@
+"""Checkpoints that survive a kill at any moment and load with ``torch.load(weights_only=True)``.
+
+A checkpoint is ``{model, optimizer, scheduler, step, epoch, batch_in_epoch, config, rng}``: the model's
+state dict taken from the unwrapped module (no ``module.``/``_orig_mod.`` prefixes), the resolved config as
+plain dict/str/number types, and every RNG stream as a tensor. It is written to a temporary file in the
+same folder, fsynced, and renamed over the old one, so a reader sees either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Python, NumPy, torch CPU and (if present) CUDA RNG states, all as tensors."""
+    version, mt, gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": torch.tensor([version, *mt, -1 if gauss is None else 1], dtype=torch.int64),
+        "python_gauss": torch.tensor([0.0 if gauss is None else gauss], dtype=torch.float64),
+        "numpy": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+        "numpy_extra": torch.tensor([np_pos, np_has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_gauss], dtype=torch.float64),
+        "torch": torch.get_rng_state(),
+    }
+    assert np_kind == "MT19937"
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"].tolist()
+    gauss = None if py[-1] == -1 else float(state["python_gauss"].item())
+    random.setstate((py[0], tuple(py[1:-1]), gauss))
+    pos, has_gauss = state["numpy_extra"].tolist()
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, float(state["numpy_gauss"].item())))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` via tmp file + fsync + rename (and fsync of the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_atomic`; only tensors and plain types are accepted."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
