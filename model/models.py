@@ -118,10 +118,10 @@ def load_pretrained_backbone(classifier: VideoClassifier, state_dict: Mapping[st
         elif not key.startswith(_PRETEXT_HEAD_PREFIXES):
             stray.append(raw_key)
     expected = classifier.backbone.state_dict()
-    missing = sorted(set(expected) - set(backbone_state))
-    unexpected = sorted(set(backbone_state) - set(expected))
+    missing = sorted(f"backbone.{k}" for k in set(expected) - set(backbone_state))
+    unexpected = sorted(f"backbone.{k}" for k in set(backbone_state) - set(expected))
     mis_shaped = sorted(
-        f"{k}: checkpoint {tuple(backbone_state[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"backbone.{k}: checkpoint {tuple(backbone_state[k].shape)} vs model {tuple(expected[k].shape)}"
         for k in set(expected) & set(backbone_state)
         if backbone_state[k].shape != expected[k].shape
     )
