@@ -1,6 +1,7 @@
 """One video in, normalized re-encoded video(s) out: probe, transcode, validate by decoding.
 
-Everything here runs inside a worker process and talks to the ``ffmpeg``/``ffprobe`` binaries.
+Everything here runs inside a worker process: sources are inspected and outputs validated with PyAV,
+the transcode itself runs the ``ffmpeg`` binary (command built with ffmpeg-python).
 A bad input never raises out of :func:`process_video`: it returns a :class:`Rejection` with a one-line reason.
 Paths are always handed to ffmpeg as ``file:`` + absolute path, so names with spaces, quotes, unicode,
 a leading dash or a colon are never parsed as options or protocols.
@@ -8,7 +9,6 @@ a leading dash or a colon are never parsed as options or protocols.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -28,7 +28,7 @@ class Codec:
     name: str
     """Value of ``--codec`` and of ``codec`` in each sample's JSON."""
     ffmpeg_codec: str
-    """Codec name ffprobe reports for the stored stream."""
+    """Codec name ffprobe/PyAV report for the stored stream."""
     ext: str
     """Extension of the video member in the shards (``KEY.<ext>``)."""
     all_intra: bool = False
@@ -119,93 +119,81 @@ def _url(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
-def _ffmpeg_error(err: ffmpeg.Error) -> str:
-    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in (err.stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "ffmpeg failed"
-
-
 # --------------------------------------------------------------------------------------------------- probing
 
 
-def probe(path: Path) -> dict:
-    """``ffprobe`` JSON (format + streams); raises ``RuntimeError`` with ffprobe's last error line."""
-    url = _url(path)
-    cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    errors = [ln.strip().replace(f"{url}: ", "") for ln in proc.stderr.splitlines() if ln.strip()]
-    if proc.returncode != 0:
-        raise RuntimeError(errors[-1] if errors else f"ffprobe exited with status {proc.returncode}")
-    return json.loads(proc.stdout)
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the transcode needs to know about a source's first video stream."""
+
+    format_name: str
+    width: int
+    """Coded frame size, before rotation and sample aspect ratio."""
+    height: int
+    sample_aspect_ratio: Fraction
+    rotation: int
+    """Display rotation in degrees (0, 90, 180, 270), from the display matrix of the first decoded frame."""
+    nominal_rate: Fraction | None
+    """The container's nominal rate (ffprobe's ``r_frame_rate``); None if missing or absurd."""
+    average_rate: Fraction | None
+    """Frames / duration (ffprobe's ``avg_frame_rate``); None if missing or absurd."""
+
+    @property
+    def rate(self) -> Fraction | None:
+        """Constant rate to encode at: the nominal rate when it agrees with the average within 2%
+        (a constant-rate source), else the average (a variable-rate source)."""
+        nominal, average = self.nominal_rate, self.average_rate
+        if nominal and average:
+            return nominal if abs(nominal - average) <= average / 50 else average
+        return nominal or average
 
 
-def _rotation(stream: dict) -> int:
-    """Display rotation in degrees (multiple of 90) from side data or the legacy ``rotate`` tag."""
-    for side in stream.get("side_data_list", []):
-        if "rotation" in side:
-            return int(round(float(side["rotation"]) / 90.0)) * 90 % 360
-    rotate = stream.get("tags", {}).get("rotate")
-    return int(round(float(rotate) / 90.0)) * 90 % 360 if rotate else 0
+def _sane_rate(rate) -> Fraction | None:
+    return Fraction(rate) if rate and 0 < rate <= _MAX_SANE_FPS else None
 
 
-def _rate(text: str | None) -> Fraction | None:
-    try:
-        rate = Fraction(text or "")
-    except (ValueError, ZeroDivisionError):
-        return None
-    return rate if 0 < rate <= _MAX_SANE_FPS else None
+_IMAGE_FORMATS = ("image2", "_pipe", "gif")  # demuxers of still images (and gif, rarely a training video)
 
 
-def source_rate(stream: dict) -> Fraction | None:
-    """Constant rate to encode a source at: its nominal rate when that agrees with the average
-    (a constant-rate source), else the average rate (a variable-rate source)."""
-    nominal, average = _rate(stream.get("r_frame_rate")), _rate(stream.get("avg_frame_rate"))
-    if nominal and average:
-        return nominal if abs(nominal - average) <= average / 50 else average
-    return nominal or average
-
-
-_IMAGE_FORMATS = ("image2", "_pipe", "gif")  # still images (gif is animated but rarely a training video)
-_IMAGE_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "gif", "jpeg2000"}
-
-
-def check_source(path: Path) -> tuple[dict, dict]:
-    """Probe a source and reject what cannot be a training video. Returns ``(format, video_stream)``."""
+def check_source(path: Path) -> SourceInfo:
+    """Open a source with PyAV (milliseconds, no ffprobe process), decode its first video frame, and
+    reject what cannot be a training video."""
     if not path.is_file():
         raise _Reject("file not found", "input")
     if path.stat().st_size == 0:
         raise _Reject("empty file: 0 bytes", "input")
     try:
-        info = probe(path)
-    except RuntimeError as err:
-        raise _Reject(f"not a readable video container: {err}", "probe") from None
-    fmt = info.get("format", {})
-    streams = info.get("streams", [])
-    videos = [s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")]
-    if not videos:
-        if any(s.get("codec_type") == "audio" for s in streams):
-            raise _Reject("audio only: no video stream", "probe")
-        raise _Reject(f"no video stream: format {fmt.get('format_name', '?')}", "probe")
-    stream = videos[0]
-    format_name = fmt.get("format_name", "")
-    if any(tag in format_name for tag in _IMAGE_FORMATS) or (
-        stream.get("codec_name") in _IMAGE_CODECS and format_name in {"image2", "png_pipe", "jpeg_pipe"}
-    ):
-        raise _Reject(f"still image, not a video: format {format_name}", "probe")
-    if not stream.get("width") or not stream.get("height"):
-        raise _Reject("video stream has no frame size", "probe")
-    return fmt, stream
+        with av.open(str(Path(path).absolute())) as container:
+            format_name = container.format.name
+            videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+            if not videos:
+                if container.streams.audio:
+                    raise _Reject("audio only: no video stream", "probe")
+                raise _Reject(f"no video stream: format {format_name}", "probe")
+            if any(tag in format_name for tag in _IMAGE_FORMATS):
+                raise _Reject(f"still image, not a video: format {format_name}", "probe")
+            stream = videos[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise _Reject("no decodable video frame", "probe")
+            return SourceInfo(
+                format_name=format_name, width=first.width, height=first.height,
+                sample_aspect_ratio=_sane_rate(stream.sample_aspect_ratio) or Fraction(1),
+                rotation=int(round((first.rotation or 0) / 90)) * 90 % 360,
+                nominal_rate=_sane_rate(stream.base_rate), average_rate=_sane_rate(stream.average_rate),
+            )
+    except av.FFmpegError as err:
+        raise _Reject(f"not a readable video container: {getattr(err, 'strerror', None) or err}", "probe") from None
 
 
 # ----------------------------------------------------------------------------------------------- encoding
 
 
-def output_size(stream: dict, short_side: int) -> tuple[int, int]:
+def output_size(source: SourceInfo, short_side: int) -> tuple[int, int]:
     """``(width, height)`` of the output: display aspect (sample aspect ratio and rotation applied),
     short side = ``short_side``, long side rounded to an even number."""
-    width, height = float(stream["width"]), float(stream["height"])
-    sar = _rate(stream.get("sample_aspect_ratio", "1:1").replace(":", "/")) or Fraction(1)
-    width *= float(sar)
-    if _rotation(stream) in (90, 270):
+    width, height = source.width * float(source.sample_aspect_ratio), float(source.height)
+    if source.rotation in (90, 270):
         width, height = height, width
     scale = short_side / min(width, height)
     long_side = max(2, 2 * round(max(width, height) * scale / 2))
@@ -232,25 +220,14 @@ def encoder_args(codec: str, gop: int) -> dict:
     raise ValueError(f"unknown codec {codec!r}")
 
 
-def _run(stream) -> None:
-    """Run ffmpeg; any error-level message (a truncated or garbled source: "partial file", "File ended
-    prematurely", "Invalid NAL unit size"...) rejects the input even when ffmpeg still exits 0."""
-    try:
-        _out, err = stream.global_args("-nostdin", "-v", "error").overwrite_output().run(capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as error:
-        raise _Reject(f"ffmpeg failed: {_ffmpeg_error(error)}", "transcode") from None
-    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip()) for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
-    if lines:
-        raise _Reject(f"damaged source, decoding reported errors: {lines[0]}", "transcode")
+def transcode_command(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, codec: str, gop: int,
+                      trim: tuple[int, int] | None = None) -> list[str]:
+    """The ffmpeg command line that re-encodes the first video stream of ``src`` into ``dst``:
+    rotation applied (ffmpeg's autorotate), scaled to ``size`` with square pixels, constant ``fps``,
+    8-bit 4:2:0, no audio/subtitles/data/metadata. ``codec``: a key of :data:`CODECS`, or ``"ffv1"``
+    (the lossless intermediate segments are cut from).
 
-
-def transcode(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, codec: str, gop: int,
-              trim: tuple[int, int] | None = None) -> None:
-    """Re-encode the first video stream of ``src``: rotation applied (ffmpeg's autorotate), scaled to
-    ``size`` with square pixels, constant ``fps``, 8-bit 4:2:0, no audio/subtitles/metadata.
-
-    ``trim=(start, end)`` keeps frames ``start..end-1`` of the constant-rate sequence (segments are
-    cut from a lossless intermediate, so frame indices are exact).
+    ``trim=(start, end)`` keeps frames ``start..end-1`` of the constant-rate sequence.
     """
     video = ffmpeg.input(_url(src)).video
     video = video.filter("scale", size[0], size[1]).filter("setsar", 1).filter("fps", fps=str(fps))
@@ -260,7 +237,19 @@ def transcode(src: Path, dst: Path, *, size: tuple[int, int], fps: Fraction, cod
     args = encoder_args(codec, gop) if codec in CODECS else {"c:v": "ffv1", "level": 3, "threads": 1}
     out = ffmpeg.output(video, _url(dst), an=None, sn=None, dn=None, map_metadata=-1, map_chapters=-1,
                         fps_mode="cfr", **args)
-    _run(out)
+    return out.global_args("-nostdin", "-v", "error").overwrite_output().compile()
+
+
+def transcode(src: Path, dst: Path, **kwargs) -> None:
+    """Run :func:`transcode_command`. Any error-level message (a truncated or garbled source: "partial
+    file", "File ended prematurely", "Invalid NAL unit size"...) rejects the input even if ffmpeg exits 0."""
+    proc = subprocess.run(transcode_command(src, dst, **kwargs), capture_output=True)
+    lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip())
+             for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        raise _Reject(f"ffmpeg failed: {lines[-1] if lines else f'exit status {proc.returncode}'}", "transcode")
+    if lines:
+        raise _Reject(f"damaged source, decoding reported errors: {lines[0]}", "transcode")
 
 
 def decode_check(path: Path) -> tuple[dict, int]:
@@ -270,7 +259,7 @@ def decode_check(path: Path) -> tuple[dict, int]:
     file holds anything but one video stream or any packet fails to decode.
     """
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(Path(path).absolute())) as container:
             if len(container.streams) != 1 or not container.streams.video:
                 raise _Reject(f"re-encoded file has {len(container.streams)} streams, expected one video stream", "validate")
             stream = container.streams.video[0]
@@ -320,11 +309,11 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
     tmp_tag = f".tmp{os.getpid()}"
     made: list[Path] = []
     try:
-        _fmt, stream = check_source(src)
-        fps = Fraction(params.fps).limit_denominator(1001) if params.fps else source_rate(stream)
+        source = check_source(src)
+        fps = Fraction(params.fps).limit_denominator(1001) if params.fps else source.rate
         if fps is None:
             raise _Reject("source has no usable frame rate", "probe")
-        size = output_size(stream, params.short_side)
+        size = output_size(source, params.short_side)
 
         if params.max_frames is None:
             tmp = staging / f"{key}{tmp_tag}.{codec.ext}"
