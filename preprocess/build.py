@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from . import media
 from .media import CODECS, EncodeParams, Rejection, Segment, process_video
 from .shards import Member, PackItem, atomic_write, plan_shards, read_index, tar_bytes, write_shard
 
@@ -226,6 +227,14 @@ def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> d
     return record
 
 
+def _init_worker(parent_pid: int) -> None:
+    """Pool worker set-up: die with the builder (and take ffmpeg along) instead of lingering as an orphan."""
+    media.die_with_parent()
+    media.FFMPEG_DIES_WITH_PARENT = True
+    if os.getppid() != parent_pid:  # the builder died before prctl took effect
+        os._exit(1)
+
+
 def _load_record(staging: Path, key: str) -> dict | None:
     """The staged outcome for ``key``, or None if absent or its files are gone (then it is redone)."""
     path = staging / f"{key}.result.json"
@@ -248,7 +257,8 @@ def _transcode_all(todo: list[Input], staging: Path, params: EncodeParams, worke
             on_done()
         return
     # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in todo]
         for future in as_completed(futures):
             future.result()

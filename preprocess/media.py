@@ -9,9 +9,11 @@ a leading dash or a colon are never parsed as options or protocols.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -240,10 +242,26 @@ def transcode_command(src: Path, dst: Path, *, size: tuple[int, int], fps: Fract
     return out.global_args("-nostdin", "-v", "error").overwrite_output().compile()
 
 
+def die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies (no orphaned workers or
+    ffmpeg processes after the builder is killed). A no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+#: Set in pool workers (single-threaded, so ``preexec_fn`` is safe there): ffmpeg dies with its worker.
+FFMPEG_DIES_WITH_PARENT = False
+
+
 def transcode(src: Path, dst: Path, **kwargs) -> None:
     """Run :func:`transcode_command`. Any error-level message (a truncated or garbled source: "partial
     file", "File ended prematurely", "Invalid NAL unit size"...) rejects the input even if ffmpeg exits 0."""
-    proc = subprocess.run(transcode_command(src, dst, **kwargs), capture_output=True)
+    proc = subprocess.run(transcode_command(src, dst, **kwargs), capture_output=True,
+                          preexec_fn=die_with_parent if FFMPEG_DIES_WITH_PARENT else None)
     lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip())
              for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     if proc.returncode != 0:

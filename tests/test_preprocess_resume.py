@@ -26,14 +26,29 @@ def _start(src: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, staged: Path, results: int, timeout: float = 120) -> None:
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_when(proc: subprocess.Popen, staged: Path, results: int, *, whole_group: bool, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while len(list(staged.glob("*.result.json"))) < results:
         assert proc.poll() is None, f"run finished before it could be killed: {proc.stderr.read().decode()}"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:  # only the builder: its workers and their ffmpeg processes must not outlive it
+        proc.kill()
     proc.wait()
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "processes outlived the killed builder"
 
 
 def _visible_shards_are_complete(out: Path) -> None:
@@ -53,9 +68,9 @@ def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path):
 
     out = tmp_path / "out"
     staged = out / ".staging" / "train"
-    for kill_after in (3, 8):  # kill twice, the second time during the resumed run
+    for kill_after, whole_group in ((3, False), (8, True)):  # kill twice, the second time during the resumed run
         proc = _start(src, out)
-        _kill_when(proc, staged, kill_after)
+        _kill_when(proc, staged, kill_after, whole_group=whole_group)
         assert not (out / "manifest.json").exists() or "train" not in json.loads((out / "manifest.json").read_text())["splits"]
         _visible_shards_are_complete(out)
 
