@@ -489,6 +489,10 @@ def _write_shards(out: Path, split: str, plan: list[list[str]], samples: dict) -
             "tar": tar_path.relative_to(out).as_posix(), "index": idx_path.relative_to(out).as_posix(),
             "samples": len(keys), "frames": sum(samples[k][1] for k in keys), "bytes": tar_path.stat().st_size,
         })
+    planned = {Path(e[kind]).name for e in entries for kind in ("tar", "index")}
+    for extra in [*shard_dir.glob(f"{split}-*.tar"), *shard_dir.glob(f"{split}-*.idx")]:
+        if extra.name not in planned:  # an interrupted run over a since-changed input set planned more shards
+            extra.unlink()
     return entries
 
 

@@ -191,3 +191,29 @@ def test_real_footage(tmp_path):
     # 1280x720 -> 228x128, 640x272 -> 302x128; every source frame kept (constant 25 fps sources)
     assert {k: (v["width"], v["height"], v["frames"], v["fps"]) for k, v in infos.items()} == {
         "bigbuckbunny.mp4": (228, 128, 132, 25.0), "bikes.mp4": (302, 128, 250, 25.0)}
+
+
+def test_resume_over_a_changed_input_set_drops_stale_shards(tmp_path, monkeypatch):
+    import preprocess.build as build
+
+    src = _small_corpus(tmp_path / "src", count=4)
+    real_write = build.write_shard
+    written: list[str] = []
+
+    def crash_on_third(tar_path, *args, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        written.append(tar_path.name)
+        return real_write(tar_path, *args, **kwargs)
+
+    monkeypatch.setattr(build, "write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(src, tmp_path / "out", shard_max_count=1, **QUIET)
+    assert len(list((tmp_path / "out/shards").glob("*.tar"))) == 2
+    monkeypatch.setattr(build, "write_shard", real_write)
+    for path in sorted(src.iterdir())[1:]:
+        path.unlink()
+    result = build_shards(src, tmp_path / "out", shard_max_count=1, **QUIET)
+    assert (result.inputs, result.written) == (1, 1)
+    assert sorted(p.name for p in (tmp_path / "out/shards").iterdir()) == ["train-000000.idx", "train-000000.tar"]
+    assert [json.loads(s["json"])["source"] for s in read_samples(result.shards).values()] == ["v0.mp4"]
