@@ -58,20 +58,23 @@ def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View
     if len({v.resize_hw for v in views}) != 1:
         raise ValueError("all clips of a sample share one resize")
     rh, rw = views[0].resize_hw
-    x = frames.permute(0, 3, 1, 2)  # (U, 3, H, W)
-    if x.shape[-2:] != (rh, rw):
-        x = F.interpolate(x.float(), size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-    index = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=x.device)
+    if tuple(frames.shape[1:3]) != (rh, rw):  # resize the union once, not every clip
+        x = frames.permute(0, 3, 1, 2).float()  # (U, 3, H, W)
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+        frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (U, rh, rw, 3)
+    index = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=frames.device)
     clips = []
     for k, v in enumerate(views):
-        clip = x[index[k], :, v.top : v.top + v.size, v.left : v.left + v.size]  # (T, 3, S, S)
-        clips.append(clip.flip(-1) if v.flip else clip)
-    return torch.stack(clips).permute(0, 1, 3, 4, 2).contiguous()  # (K, T, S, S, 3)
+        window = frames[:, v.top : v.top + v.size, v.left : v.left + v.size]  # a view: gather only the crop
+        clip = window[index[k]]  # (T, S, S, 3)
+        clips.append(clip.flip(2) if v.flip else clip)
+    return torch.stack(clips)  # (K, T, S, S, 3)
 
 
 def normalize(clips: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 (..., K, T, H, W, 3) -> float32 (..., K, 3, T, H, W), scaled to [0, 1] then standardized."""
-    x = clips.float().div_(255.0)
-    x = (x - torch.tensor(mean, device=x.device)) / torch.tensor(std, device=x.device)
-    return x.movedim(-1, -4).contiguous()  # channels before time
+    x = clips.movedim(-1, -4).contiguous().float()  # transpose the 1-byte data, then one float pass
+    shape = (3, 1, 1, 1)  # broadcast over (T, H, W) of a contiguous channel-first tensor
+    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(shape)
+    return x.mul_(scale).add_(shift)

@@ -58,8 +58,8 @@ def _to_torch(tensor, device_id: int | None) -> torch.Tensor:
 
 
 class DaliStream:
-    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int, normalized: bool):
-        self.cfg, self.device_id, self.num_threads, self.normalized = cfg, device_id, num_threads, normalized
+    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int):
+        self.cfg, self.device_id, self.num_threads = cfg, device_id, num_threads
         self._pipe = None
         log.info("DALI video decoder on %s", "the CPU" if device_id is None else f"GPU {device_id} (mixed)")
 
@@ -91,7 +91,7 @@ class DaliStream:
 
     def _finish(self, plan: SamplePlan, decoded: torch.Tensor):
         try:
-            return finish_sample(plan, decoded, self.cfg, normalized=self.normalized)
+            return finish_sample(plan, decoded)
         except BadSampleError as e:
             return e
 

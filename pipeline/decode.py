@@ -11,13 +11,18 @@ import torch
 from torchcodec.decoders import VideoDecoder
 
 
+def torchcodec_decoder(data: bytes, *, threads: int = 1) -> VideoDecoder:
+    """A torchcodec decoder over encoded bytes. ``seek_mode="exact"`` scans the packets once, so
+    ``metadata.num_frames`` is the real count and frame indices are exact."""
+    return VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact")
+
+
 def torchcodec_frames(data: bytes, indices, *, threads: int = 1) -> torch.Tensor:
     """Frames ``indices`` (any order, repeats allowed) of an encoded video: (N, H, W, 3) uint8.
 
-    torchcodec seeks to the keyframe before each requested frame when that is cheaper than decoding on.
+    torchcodec seeks to the keyframe before a requested frame when that is cheaper than decoding on.
     Raises IndexError for indices past the end."""
-    decoder = VideoDecoder(torch.frombuffer(bytearray(data), dtype=torch.uint8), dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact")
-    return decoder.get_frames_at([int(i) for i in indices]).data
+    return torchcodec_decoder(data, threads=threads).get_frames_at([int(i) for i in indices]).data
 
 
 def pyav_frames(data: bytes, indices) -> np.ndarray:
@@ -52,3 +57,61 @@ def decord_frames(data: bytes, indices) -> np.ndarray:
 
     reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
     return reader.get_batch([int(i) for i in indices]).asnumpy()
+
+
+def pyav_union_frames(data: bytes, indices, *, check=None) -> np.ndarray:
+    """Frames ``indices`` (sorted, unique) of an encoded video: (N, H, W, 3) uint8, decoding each frame at
+    most once with one single-threaded libavcodec decoder.
+
+    The packets are demuxed once (cheap: no decoding); for each wanted frame the decoder continues from
+    where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
+    the packet list). So a sample's clips cost the union of their keyframe-to-last-frame ranges, the
+    bench's decode limit, plus the RGB conversion of the wanted frames only. Needs presentation order ==
+    decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise.
+    ``check(codec=, width=, height=, declared_frames=)`` is called after demuxing, before decoding.
+    """
+    import av
+
+    wanted = [int(i) for i in indices]
+    if any(b <= a for a, b in zip(wanted, wanted[1:])):
+        raise ValueError("indices must be sorted and unique")
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        packets = [p for p in container.demux(stream) if p.size]
+        if check is not None:
+            check(codec=stream.codec_context.name, width=stream.codec_context.width, height=stream.codec_context.height,
+                  declared_frames=len(packets))
+        pts = [p.pts for p in packets]
+        if any(a is None for a in pts) or any(b <= a for a, b in zip(pts, pts[1:])):
+            raise ValueError("packets are not in presentation order (B-frames?): use torchcodec")
+        if wanted and wanted[-1] >= len(packets):
+            raise IndexError(f"frame {wanted[-1]} requested, the video has {len(packets)}")
+        index_of_pts = {p: i for i, p in enumerate(pts)}
+        keyframes = np.flatnonzero([p.is_keyframe for p in packets])
+        context = stream.codec_context
+        got: dict[int, np.ndarray] = {}
+        next_packet = 0
+        wanted_set = set(wanted)
+        for target in wanted:
+            if target in got:
+                continue
+            lead = int(keyframes[keyframes <= target].max()) if keyframes.size and keyframes[0] <= target else 0
+            if lead > next_packet:  # jumping to the keyframe is cheaper than decoding on
+                context.flush_buffers()
+                next_packet = lead
+            while target not in got and next_packet < len(packets):
+                for frame in context.decode(packets[next_packet]):
+                    index = index_of_pts.get(frame.pts)
+                    if index in wanted_set:
+                        got[index] = frame.to_ndarray(format="rgb24")
+                next_packet += 1
+            if target not in got:  # frames still inside the decoder at the end of the stream
+                for frame in context.decode(None):
+                    index = index_of_pts.get(frame.pts)
+                    if index in wanted_set:
+                        got[index] = frame.to_ndarray(format="rgb24")
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise IndexError(f"decoder did not return frames {missing[:5]}")
+    return np.stack([got[i] for i in wanted])

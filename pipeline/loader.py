@@ -15,6 +15,7 @@ import os
 import numpy as np
 import torch
 
+from pipeline.augment import normalize
 from pipeline.config import LoaderConfig
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
 from pipeline.shards import BadSampleError, scan_shards
@@ -27,8 +28,10 @@ BACKENDS = ("auto", "dali", "reference")
 CPU_DEFAULT = "reference"
 
 
-def collate(results: list[SampleResult], *, pin: bool = False) -> dict:
-    clips = torch.stack([r.clips for r in results])  # (B, K, 3, T, S, S)
+def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool = True, pin: bool = False) -> dict:
+    clips = torch.stack([r.clips for r in results])  # (B, K, T, S, S, 3) uint8
+    if normalized:
+        clips = normalize(clips, cfg.mean, cfg.std)  # (B, K, 3, T, S, S) float32
     if pin:
         clips = clips.pin_memory()
     return {
@@ -61,12 +64,12 @@ class VideoLoader:
             device_id = None
             if torch.cuda.is_available():
                 device_id = device.index if device is not None and device.type == "cuda" and device.index is not None else int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
-            self._stream = DaliStream(cfg, device_id=device_id, num_threads=max(1, num_workers), normalized=normalized)
+            self._stream = DaliStream(cfg, device_id=device_id, num_threads=max(1, num_workers))
             self.backend = "dali-gpu" if device_id is not None else "dali-cpu"
         else:
             from pipeline.reference import ReferenceStream
 
-            self._stream = ReferenceStream(cfg, num_workers=num_workers, normalized=normalized)
+            self._stream = ReferenceStream(cfg, num_workers=num_workers)
             self.backend = "reference"
         log.info("loader: backend %s, mode %s, rank %d/%d: %d of %d samples eligible, %d batches per epoch",
                  self.backend, cfg.mode, rank, world_size, len(self.eligible), len(records), len(self))
@@ -101,12 +104,12 @@ class VideoLoader:
                 failures_in_a_row = 0
                 batch.append(result)
                 if len(batch) == cfg.batch_size:
-                    yield collate(batch, pin=pin)
+                    yield collate(batch, cfg, normalized=self.normalized, pin=pin)
                     batch, emitted = [], emitted + 1
                     if emitted == wanted:
                         return
             if batch:  # eval only: the last, smaller batch
-                yield collate(batch, pin=pin)
+                yield collate(batch, cfg, normalized=self.normalized, pin=pin)
         finally:
             stream.close()
 

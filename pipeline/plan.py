@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.augment import View, assemble_clips, draw_views, normalize
+from pipeline.augment import View, assemble_clips, draw_views
 from pipeline.config import LoaderConfig
 from pipeline.sampler import ClipSet, SpeedSampler, sample_rng
 from pipeline.shards import BadSampleError, SampleRecord
@@ -104,17 +104,15 @@ class SampleResult:
     speeds: np.ndarray  # (K,)
     speed_label: np.ndarray  # (K,)
     order_label: int
-    clips: torch.Tensor  # normalized float (K, 3, T, S, S), or uint8 (K, T, S, S, 3) when not normalizing
+    clips: torch.Tensor  # uint8 (K, T, S, S, 3); normalized per batch by the loader
 
 
-def finish_sample(plan: SamplePlan, decoded: torch.Tensor, cfg: LoaderConfig, *, normalized: bool = True) -> SampleResult:
-    """Check a decoder's output for ``plan.union`` and cut, resize, crop, flip and normalize the clips."""
+def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
+    """Check a decoder's output for ``plan.union`` and cut, resize, crop and flip the clips."""
     record = plan.record
     expected = (len(plan.union), record.meta["height"], record.meta["width"], 3)
     if tuple(decoded.shape) != expected:
         raise BadSampleError(record.shard, record.key, f"decoder returned frames of shape {tuple(decoded.shape)}, expected {expected}")
     clips = assemble_clips(decoded, plan.positions, plan.views)  # (K, T, S, S, 3) uint8
-    if normalized:
-        clips = normalize(clips, cfg.mean, cfg.std)  # (K, 3, T, S, S)
     c = plan.clips
     return SampleResult(record.key, record.video_id, record.label, c.frames, c.speeds, c.speed_label, c.order_label, clips)

@@ -1,29 +1,43 @@
 """Reference backend: ``torch.utils.data.DataLoader`` worker processes, each reading a sample's bytes from its
-shard, drawing its clips with the shared sampler and decoding the union of their frames with torchcodec in
-one call. The CPU default, the correctness oracle for DALI, and a benchmark baseline."""
+shard, drawing its clips with the shared sampler and decoding the union of their frames in one pass
+(``decode.pyav_union_frames``: single-threaded libavcodec that jumps to a keyframe only when that saves
+decoding; torchcodec when frames are reordered). The CPU default, the correctness oracle for DALI, and a
+benchmark baseline."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config import LoaderConfig
-from pipeline.decode import torchcodec_frames
+from pipeline.decode import pyav_union_frames, torchcodec_decoder
 from pipeline.plan import finish_sample, plan_sample, work_indices, work_item
-from pipeline.shards import BadSampleError, SampleRecord, check_video_bytes
+from pipeline.shards import BadSampleError, SampleRecord, check_stream
 
 
-def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int, normalized: bool):
+def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int):
     """One sample end to end on the CPU; a problem with the sample comes back as its BadSampleError."""
     try:
         plan = plan_sample(record, cfg, epoch, repeat)
         data = record.read_video()
-        check_video_bytes(record, data)
+        if not data:
+            raise BadSampleError(record.shard, record.key, "empty video member")
+        check = functools.partial(check_stream, record)
         try:
-            decoded = torchcodec_frames(data, plan.union)
+            try:
+                decoded = torch.from_numpy(pyav_union_frames(data, plan.union, check=check))
+            except ValueError:  # frames reordered (B-frames): torchcodec handles any order
+                decoder = torchcodec_decoder(data)
+                info = decoder.metadata
+                check(codec=info.codec, width=info.width, height=info.height, declared_frames=info.num_frames)
+                decoded = decoder.get_frames_at([int(i) for i in plan.union]).data
+        except BadSampleError:
+            raise
         except Exception as e:  # noqa: BLE001 -- any decoder failure is this sample's fault; name it
-            raise BadSampleError(record.shard, record.key, f"torchcodec failed: {type(e).__name__}: {e}") from None
-        return finish_sample(plan, decoded, cfg, normalized=normalized)
+            raise BadSampleError(record.shard, record.key, f"decoding failed: {type(e).__name__}: {e}") from None
+        return finish_sample(plan, decoded)
     except BadSampleError as e:
         return e
     except OSError as e:
@@ -33,12 +47,12 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
 class _Items(Dataset):
     """Work item ``i`` of a rank's epoch (see ``plan.work_item``), loaded in a worker process."""
 
-    def __init__(self, samples: list[SampleRecord], cfg: LoaderConfig, epoch: int, normalized: bool):
-        self.samples, self.cfg, self.epoch, self.normalized = samples, cfg, epoch, normalized
+    def __init__(self, samples: list[SampleRecord], cfg: LoaderConfig, epoch: int):
+        self.samples, self.cfg, self.epoch = samples, cfg, epoch
 
     def __getitem__(self, i: int):
         record, repeat = work_item(self.samples, i)
-        return load_sample(record, repeat, self.cfg, self.epoch, self.normalized)
+        return load_sample(record, repeat, self.cfg, self.epoch)
 
 
 def _single_thread(_worker_id: int) -> None:
@@ -46,12 +60,12 @@ def _single_thread(_worker_id: int) -> None:
 
 
 class ReferenceStream:
-    def __init__(self, cfg: LoaderConfig, *, num_workers: int, normalized: bool):
-        self.cfg, self.num_workers, self.normalized = cfg, num_workers, normalized
+    def __init__(self, cfg: LoaderConfig, *, num_workers: int):
+        self.cfg, self.num_workers = cfg, num_workers
 
     def results(self, samples: list[SampleRecord], *, epoch: int):
         """Per-sample results in reading order (endless for pretext/train: the caller stops)."""
-        dataset = _Items(samples, self.cfg, epoch, self.normalized)
+        dataset = _Items(samples, self.cfg, epoch)
         indices = work_indices(samples, self.cfg)
         if self.num_workers == 0:
             yield from (dataset[i] for i in indices)

@@ -203,10 +203,15 @@ def check_video_bytes(record: SampleRecord, data: bytes) -> None:
         raise
     except Exception as e:  # noqa: BLE001 -- PyAV raises many types for bad bytes; all mean the same here
         raise BadSampleError(record.shard, record.key, f"unreadable video container: {type(e).__name__}: {e}") from None
+    check_stream(record, codec=codec, width=width, height=height, declared_frames=declared)
+
+
+def check_stream(record: SampleRecord, *, codec: str, width: int, height: int, declared_frames: int | None) -> None:
+    """The video stream matches the json: codec, size, and at least as many frames as the json claims."""
     meta = record.meta
     if isinstance(meta.get("codec"), str) and meta["codec"] != codec:
         raise BadSampleError(record.shard, record.key, f"video codec is {codec}, json says {meta['codec']}")
     if (width, height) != (meta["width"], meta["height"]):
         raise BadSampleError(record.shard, record.key, f"video is {width}x{height}, json says {meta['width']}x{meta['height']}")
-    if declared and declared < meta["frames"]:
-        raise BadSampleError(record.shard, record.key, f"json says {meta['frames']} frames, the container holds {declared}")
+    if declared_frames and declared_frames < meta["frames"]:
+        raise BadSampleError(record.shard, record.key, f"json says {meta['frames']} frames, the video holds {declared_frames}")

