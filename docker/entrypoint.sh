@@ -35,7 +35,8 @@ else
         echo "entrypoint.sh: NNODES=$nnodes needs RDZV_ENDPOINT=HOST:PORT (node 0's address, reachable from every node)" >&2
         exit 2
     fi
-    # c10d rendezvous: every node runs the same command; ranks are assigned when all NNODES have joined.
+    # c10d rendezvous: every node runs the same command; ranks are assigned when all NNODES have joined
+    # (torchrun only uses --node-rank with the static backend; passing it keeps the recipe explicit).
     if [[ -n ${NODE_RANK:-} ]]; then
         launch+=(--node-rank "$NODE_RANK")
     fi

@@ -349,6 +349,58 @@ def test_entrypoint_runs_other_executables_as_is(fake_bin):
     assert result.stdout.splitlines() == ["preprocess", "videos", "data/k400"]
 
 
+def _worker(tmp_path: Path) -> Path:
+    script = tmp_path / "worker.py"
+    # One write(2) per line: the ranks share stdout, and a single small write to a pipe is never interleaved.
+    script.write_text(
+        "import os, sys\n"
+        "line = ' '.join(['worker', os.environ['RANK'], os.environ['WORLD_SIZE'], *sys.argv[1:]]) + '\\n'\n"
+        "os.write(1, line.encode())\n"
+    )
+    return script
+
+
+def _real_env(script: Path, **env: str) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)  # the real torchrun and python
+    return {"PATH": f"{venv_bin}:/usr/bin:/bin", "TRAIN_SCRIPT": str(script), "OMP_NUM_THREADS": "1", **env}
+
+
+def _workers(output: str) -> list[list[str]]:
+    return sorted(line.split()[1:] for line in output.splitlines() if line.startswith("worker "))
+
+
+def test_entrypoint_with_real_torchrun_starts_one_rank_per_process(tmp_path):
+    env = _real_env(_worker(tmp_path), NPROC_PER_NODE="2")
+    result = subprocess.run([str(DOCKER / "entrypoint.sh"), "pretrain", "--out", "runs/x"], capture_output=True,
+                            text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert _workers(result.stdout) == [["0", "2", "pretrain", "--out", "runs/x"], ["1", "2", "pretrain", "--out", "runs/x"]], (
+        result.stdout + result.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_multi_node_recipe_on_localhost(tmp_path):
+    """Two "nodes" on this machine, each one process, meet through the c10d rendezvous of the README recipe."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = _worker(tmp_path)
+    nodes = [
+        subprocess.Popen(
+            [str(DOCKER / "entrypoint.sh"), "pretrain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_real_env(script, NNODES="2", NODE_RANK=str(r), NPROC_PER_NODE="1",
+                          RDZV_ENDPOINT=f"127.0.0.1:{port}", RDZV_ID=f"test-{port}"),
+        )
+        for r in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=120) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    # c10d assigns the global ranks itself: together the two nodes hold ranks 0 and 1 of a world of 2.
+    assert _workers("".join(out for out, _ in outputs)) == [["0", "2", "pretrain"], ["1", "2", "pretrain"]]
+
+
 # ---------------------------------------------------------------- run.sh: the docker run command line
 
 
