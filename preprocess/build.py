@@ -31,13 +31,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from . import media
-from .media import CODECS, EncodeParams, Rejection, Segment, process_video
+from .media import CODECS, EncodeParams, Rejection, process_video
 from .shards import Member, PackItem, atomic_write, plan_shards, read_index, tar_bytes, write_shard
 
 MANIFEST_FORMAT = "speedssl-shards/1"
@@ -303,7 +303,7 @@ def _prepare_out(out: Path) -> None:
 
 def _sample_json(item: Input, seg: dict, *, params: EncodeParams, label: int | None, segments: int) -> bytes:
     info = {
-        "frames": seg["frames"], "fps": seg["fps"], "width": seg["width"], "height": seg["height"],
+        "frames": seg["frames"], "fps": seg["fps"], "fps_rational": seg["fps_rational"], "width": seg["width"], "height": seg["height"],
         "codec": params.codec, "gop": 1 if CODECS[params.codec].all_intra else params.gop,
         "source": item.rel, "label": label, "label_name": item.label_name,
         "video_id": item.key, "segment_start": seg["segment_start"], "segment_index": seg["segment_index"],
@@ -356,6 +356,9 @@ def build_shards(
 
     inputs = _resolve_src(src, out, labels_from_dirs)
     _prepare_out(out)
+    side = ThreadPoolExecutor(1)  # ffmpeg/ffprobe version strings for the manifest, while the real work runs
+    tools = side.submit(tool_versions)
+    side.shutdown(wait=False)
     staging = out / ".staging" / split
     staging.parent.mkdir(exist_ok=True)
     with _locked(out / ".staging" / f"{split}.lock", blocking=False):
@@ -427,7 +430,7 @@ def build_shards(
                 "video_ext": CODECS[params.codec].ext,
                 "params": settings,
                 "input_fingerprint": fingerprint,
-                "tools": tool_versions(),
+                "tools": tools.result(),
             }
             _save_manifest(out, manifest)
             others = [r for r in _read_rejects(out) if r.get("split") != split]

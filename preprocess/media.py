@@ -96,6 +96,8 @@ class Segment:
     width: int
     height: int
     fps: float
+    fps_rational: str
+    """The exact constant rate, e.g. ``30000/1001``."""
     bytes: int
 
 
@@ -341,7 +343,7 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
             final = staging / f"{key}.{codec.ext}"
             os.replace(tmp, final)
             made[-1] = final
-            return [Segment(final.name, 0, 0, frames, size[0], size[1], float(fps), final.stat().st_size)]
+            return [Segment(final.name, 0, 0, frames, size[0], size[1], float(fps), str(fps), final.stat().st_size)]
 
         # Segments: normalize once into a lossless intermediate, count its frames by decoding,
         # then cut balanced segments from it (one lossy generation, exact frame indices).
@@ -363,7 +365,7 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
             final = staging / f"{name}.{codec.ext}"
             os.replace(tmp, final)
             made[-1] = final
-            segments.append(Segment(final.name, index, start, frames, size[0], size[1], float(fps), final.stat().st_size))
+            segments.append(Segment(final.name, index, start, frames, size[0], size[1], float(fps), str(fps), final.stat().st_size))
         inter.unlink()
         return segments
     except _Reject as rej:

@@ -25,15 +25,14 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-SLOW, FAST = 1, 3  # pixels per frame
-#: class name -> (vertical velocity, horizontal speed); sideways picks its sign per video.
-CLASSES: dict[str, tuple[int, int]] = {
-    "up_slow": (-SLOW, 0),
-    "down_slow": (SLOW, 0),
-    "up_fast": (-FAST, 0),
-    "down_fast": (FAST, 0),
-    "sideways_slow": (0, SLOW),
-    "sideways_fast": (0, FAST),
+#: class name -> (vertical, horizontal) direction and speed kind; sideways picks its sign per video.
+CLASSES: dict[str, tuple[tuple[int, int], str]] = {
+    "up_slow": ((-1, 0), "slow"),
+    "down_slow": ((1, 0), "slow"),
+    "up_fast": ((-1, 0), "fast"),
+    "down_fast": ((1, 0), "fast"),
+    "sideways_slow": ((0, 1), "slow"),
+    "sideways_fast": ((0, 1), "fast"),
 }
 
 
@@ -45,9 +44,14 @@ def _texture(rng: np.random.Generator, size: int, cell: int) -> np.ndarray:
     return (big + np.roll(big, 1, 0) + np.roll(big, 1, 1) + np.roll(big, (1, 1), (0, 1))) / 4
 
 
-def motion_video(name: str, rng: np.random.Generator, *, size: int = 64, num_frames: int = 48) -> np.ndarray:
-    """Frames of one video of class ``name``: ``(num_frames, size, size, 3)`` uint8 RGB."""
-    vy, vx = CLASSES[name]
+def motion_video(name: str, rng: np.random.Generator, *, size: int = 64, num_frames: int = 48, slow: int = 1, fast: int = 3) -> np.ndarray:
+    """Frames of one video of class ``name``: ``(num_frames, size, size, 3)`` uint8 RGB.
+
+    ``slow``/``fast``: the two speeds, in whole pixels per frame (whole pixels keep the textures sharp).
+    """
+    (dy, dx), kind = CLASSES[name]
+    speed = {"slow": slow, "fast": fast}[kind]
+    vy, vx = dy * speed, dx * speed
     if vx and rng.random() < 0.5:
         vx = -vx
     background = 0.25 + 0.5 * _texture(rng, size, cell=int(rng.integers(4, 9)))  # mid contrast
@@ -82,13 +86,16 @@ def write_motion_dataset(
     unlabeled: int = 120,
     size: int = 64,
     num_frames: int = 48,
+    slow: int = 1,
+    fast: int = 3,
     fps: float = 25.0,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the dataset under ``root``; returns ``{"train": root/train, "test": root/test, "unlabeled": root/unlabeled}``.
 
     ``*_per_class``: labelled videos per class; ``unlabeled``: videos of uniformly random classes with no
-    label (folder ``unlabeled/``); ``size``: frame side in pixels; ``num_frames``: frames per video.
+    label (folder ``unlabeled/``); ``size``: frame side in pixels; ``num_frames``: frames per video;
+    ``slow``/``fast``: the classes' speeds in pixels per frame.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)  # drawn in a fixed order below; only the encoding runs in parallel
@@ -98,7 +105,7 @@ def write_motion_dataset(
         for name in names:
             jobs += [(root / split / name / f"{split}_{name}_{i:03d}.mp4", name) for i in range(count)]
     jobs += [(root / "unlabeled" / f"unlabeled_{i:04d}.mp4", names[int(rng.integers(len(names)))]) for i in range(unlabeled)]
-    videos = [(path, motion_video(name, rng, size=size, num_frames=num_frames)) for path, name in jobs]
+    videos = [(path, motion_video(name, rng, size=size, num_frames=num_frames, slow=slow, fast=fast)) for path, name in jobs]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # each encode is an ffmpeg subprocess
         list(pool.map(lambda job: write_video(job[0], job[1], fps=fps), videos))
     return {split: root / split for split in ("train", "test", "unlabeled")}

@@ -47,10 +47,16 @@ def tar_bytes(member_sizes: Sequence[int]) -> int:
     return sum(_TAR_BLOCK + -(-size // _TAR_BLOCK) * _TAR_BLOCK for size in member_sizes)
 
 
+def tar_file_bytes(content_bytes: int) -> int:
+    """Size of a tar holding ``content_bytes`` of headers and data: Python's tarfile ends it with two
+    zero blocks and pads it to a multiple of its 10240-byte record."""
+    return -(-(content_bytes + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
 def plan_shards(items: Sequence[PackItem], *, seed: int, max_count: int, max_bytes: int) -> list[list[str]]:
     """Shuffle samples (seeded, from key order, so worker count and completion order do not matter)
-    and cut them into consecutive shards of at most ``max_count`` samples and ``max_bytes`` bytes
-    (a single sample larger than ``max_bytes`` gets a shard of its own)."""
+    and cut them into consecutive shards of at most ``max_count`` samples whose tar files take at
+    most ``max_bytes`` bytes (a single sample larger than that gets a shard of its own)."""
     if max_count < 1 or max_bytes < 1:
         raise ValueError("shard bounds must be positive")
     order = sorted(items, key=lambda item: item.key)
@@ -58,7 +64,7 @@ def plan_shards(items: Sequence[PackItem], *, seed: int, max_count: int, max_byt
     shards: list[list[str]] = []
     count = size = 0
     for item in order:
-        if not shards or count >= max_count or (count and size + item.nbytes > max_bytes):
+        if not shards or count >= max_count or (count and tar_file_bytes(size + item.nbytes) > max_bytes):
             shards.append([])
             count = size = 0
         shards[-1].append(item.key)

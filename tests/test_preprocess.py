@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,11 @@ def test_sample_json_and_labels(built):
         assert info["label"] == manifest["label_map"][info["label_name"]] == int(sample["cls"].decode("ascii"))
         assert info["video_id"] == key and "." not in key and len(key) == 16
         assert (info["codec"], info["gop"], info["segment_start"], info["segment_index"]) == ("vp9", 16, 0, 0)
-    assert built["infos"][built["by_source"]["cat/numbered.mp4"]]["fps"] == 25.0
+    numbered = built["infos"][built["by_source"]["cat/numbered.mp4"]]
+    assert (numbered["fps"], numbered["fps_rational"]) == (25.0, "25")
     vfr = built["infos"][built["by_source"]["dog/vfr.mp4"]]
-    assert vfr["fps"] < 25  # the average rate of a variable-rate source, made constant
+    assert 12.5 < vfr["fps"] < 25  # the average rate of a variable-rate source, made constant
+    assert abs(float(Fraction(vfr["fps_rational"])) - vfr["fps"]) < 1e-9
 
 
 @pytest.mark.parametrize("rel", ["cat/numbered.mp4", "cat/odd dims 444.mkv"])

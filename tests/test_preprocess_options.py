@@ -89,9 +89,14 @@ def test_sharding_is_deterministic_across_worker_counts(tmp_path):
 
 
 def test_shard_byte_bound(tmp_path):
-    src = _small_corpus(tmp_path / "src", count=4)
-    result = build_shards(src, tmp_path / "out", shard_max_bytes=1, **QUIET)  # every sample exceeds it: one per shard
-    assert len(result.shards) == 4 and all(len(read_samples([p])) == 1 for p in result.shards)
+    src = _small_corpus(tmp_path / "src", count=5)
+    alone = build_shards(src, tmp_path / "out", shard_max_bytes=1, **QUIET)  # every sample exceeds it: one per shard
+    assert len(alone.shards) == 5 and all(len(read_samples([p])) == 1 for p in alone.shards)
+    bound = sum(p.stat().st_size for p in alone.shards) // 2
+    result = build_shards(src, tmp_path / "out2", shard_max_bytes=bound, **QUIET)
+    counts = [len(read_samples([p])) for p in result.shards]
+    assert len(counts) >= 2 and max(counts) >= 2 and sum(counts) == 5
+    assert all(p.stat().st_size <= bound for p in result.shards)
 
 
 def test_splits_share_and_extend_one_label_map(tmp_path):
