@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,9 @@ class SampleRecord:
     def read(self, ext: str) -> bytes:
         offset, size = self.members[ext]
         with open(self.shard, "rb") as f:
+            end = os.fstat(f.fileno()).st_size  # refuse a declared range past the file before allocating it
+            if offset < 0 or size < 0 or offset + size > end:
+                raise BadSampleError(self.shard, self.key, f"{ext} member (offset {offset}, {size} bytes) lies outside the {end}-byte shard")
             f.seek(offset)
             data = f.read(size)
         if len(data) != size:
@@ -152,6 +156,8 @@ def validate_meta(meta) -> str | None:
 
 
 def _record(shard: str, key: str, members: dict) -> SampleRecord:
+    if key.startswith("/") or ".." in key.split("/"):
+        raise BadSampleError(shard, key, "unsafe member name (absolute path or '..')")
     if "json" not in members:
         raise BadSampleError(shard, key, "missing KEY.json")
     if not any(ext in members for ext in VIDEO_EXTS):
@@ -173,7 +179,10 @@ def scan_shards(shards: list[str], *, skip_bad_samples: bool = False) -> tuple[l
     records, bad = [], []
     for shard in shards:
         idx = Path(shard).with_suffix(".idx")
-        entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
+        try:
+            entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
+        except (ValueError, IndexError, tarfile.TarError) as e:
+            raise ValueError(f"unreadable shard {shard} ({idx.name if idx.is_file() else 'tar scan'}): {type(e).__name__}: {e}") from None
         for key, members in entries:
             try:
                 records.append(_record(shard, key, members))
