@@ -9,6 +9,7 @@ same folder, fsynced, and renamed over the old one, so a reader sees either the 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -68,7 +69,13 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_atomic`; only tensors and plain types are accepted."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:  # damaged, or objects beyond plain data
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "file ended early")
+        raise ValueError(f"checkpoint {path} cannot be loaded and is refused (truncated/corrupt, or it holds "
+                         f"Python objects other than tensors and plain types; none were run): {type(err).__name__}: {detail}") from None
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
