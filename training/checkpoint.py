@@ -71,7 +71,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_atomic`; only tensors and plain types are accepted."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:  # damaged, or objects beyond plain data
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:  # damaged, or objects beyond plain data
         lines = [line for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "file ended early")
         raise ValueError(f"checkpoint {path} cannot be loaded and is refused (truncated/corrupt, or it holds "
