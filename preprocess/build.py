@@ -251,7 +251,7 @@ def _load_record(staging: Path, key: str) -> dict | None:
 
 def _transcode_all(todo: list[Input], staging: Path, params: EncodeParams, workers: int,
                    on_done: Callable[[], None]) -> None:
-    if workers == 1:
+    if workers == 1 or len(todo) <= 1:  # no pool to start for a single transcode
         for item in todo:
             _transcode_task(str(item.path), str(staging), item.key, params)
             on_done()
