@@ -10,6 +10,7 @@ a leading dash or a colon are never parsed as options or protocols.
 from __future__ import annotations
 
 import ctypes
+import errno
 import math
 import os
 import re
@@ -266,6 +267,9 @@ def transcode(src: Path, dst: Path, **kwargs) -> None:
                           preexec_fn=die_with_parent if FFMPEG_DIES_WITH_PARENT else None)
     lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip())
              for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    full = next((ln for ln in lines if "No space left on device" in ln or "File too large" in ln), None)
+    if full:  # the output disk, not the source: fail the run (a rerun redoes it) instead of rejecting the video
+        raise OSError(errno.ENOSPC, f"ffmpeg could not write {dst}: {full}")
     if proc.returncode != 0:
         raise _Reject(f"ffmpeg failed: {lines[-1] if lines else f'exit status {proc.returncode}'}", "transcode")
     if lines:
@@ -375,4 +379,6 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
     except Exception as err:  # a batch never dies on one file: anything unexpected is a rejection too
         for path in made:
             path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise  # a full output disk is not the video's fault
         return Rejection(_one_line(f"unexpected error: {type(err).__name__}: {err}"), "transcode")
