@@ -32,6 +32,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -216,15 +217,25 @@ def _fingerprint(inputs: list[Input]) -> str:
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> dict:
-    """Worker entry point: transcode one input and record its outcome atomically in the staging folder."""
-    outcome = process_video(Path(src), Path(staging), key, params)
+def _record(staging: Path, key: str, outcome: list[media.Segment] | Rejection) -> dict:
     if isinstance(outcome, Rejection):
         record = {"status": "rejected", "reason": outcome.reason, "stage": outcome.stage}
     else:
         record = {"status": "ok", "segments": [asdict(s) for s in outcome]}
-    atomic_write(Path(staging) / f"{key}.result.json", json.dumps(record, sort_keys=True))
+    atomic_write(staging / f"{key}.result.json", json.dumps(record, sort_keys=True))
     return record
+
+
+def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> None:
+    """Worker entry point: transcode one input and record its outcome atomically in the staging folder.
+
+    A ``KEY.started`` marker lives while it runs, so a worker crash (a decoder segfault, an OOM kill)
+    can be pinned on the inputs that were in flight.
+    """
+    marker = Path(staging) / f"{key}.started"
+    marker.touch()
+    _record(Path(staging), key, process_video(Path(src), Path(staging), key, params))
+    marker.unlink(missing_ok=True)
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -249,20 +260,49 @@ def _load_record(staging: Path, key: str) -> dict | None:
     return record
 
 
-def _transcode_all(todo: list[Input], staging: Path, params: EncodeParams, workers: int,
-                   on_done: Callable[[], None]) -> None:
-    if workers == 1 or len(todo) <= 1:  # no pool to start for a single transcode
-        for item in todo:
-            _transcode_task(str(item.path), str(staging), item.key, params)
-            on_done()
-        return
+def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: int,
+              advance: Callable[[], None]) -> tuple[bool, int]:
+    """Transcode ``items`` in a pool of ``workers`` processes.
+
+    Returns (False if a worker process died, number of outcomes reported to ``advance``)."""
+    reported = 0
+    for item in items:
+        (staging / f"{item.key}.started").unlink(missing_ok=True)
     # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in todo]
-        for future in as_completed(futures):
-            future.result()
-            on_done()
+        futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in items]
+        try:
+            for future in as_completed(futures):
+                future.result()
+                advance()
+                reported += 1
+        except BrokenProcessPool:
+            return False, reported
+    return True, reported
+
+
+def _transcode_all(todo: list[Input], staging: Path, params: EncodeParams, workers: int,
+                   advance: Callable[[], None]) -> None:
+    """Transcode every input of ``todo`` into the staging folder; a worker crash never ends the batch.
+
+    After a crash the inputs that were in flight are retried one per fresh process, so the one that
+    crashes again is rejected alone; the others go on in a new pool.
+    """
+    remaining = list(todo)
+    while remaining:
+        finished, reported = _run_pool(remaining, staging, params, workers, advance)
+        if finished:
+            return
+        pending = [i for i in remaining if _load_record(staging, i.key) is None]
+        for _ in range(len(remaining) - len(pending) - reported):  # done, but not reported before the crash
+            advance()
+        suspects = [i for i in pending if (staging / f"{i.key}.started").exists()] or pending
+        for item in suspects:
+            if not _run_pool([item], staging, params, 1, advance)[0]:
+                _record(staging, item.key, Rejection("worker process crashed on this file (e.g. a decoder segfault or out of memory)", "transcode"))
+                advance()
+        remaining = [i for i in pending if _load_record(staging, i.key) is None]
 
 
 # ------------------------------------------------------------------------------------------------ build

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import tarfile
 from fractions import Fraction
@@ -155,3 +157,14 @@ def decode_frames(path: Path) -> np.ndarray:
 
 def is_cfr(stream: dict) -> bool:
     return Fraction(stream["r_frame_rate"]) == Fraction(stream["avg_frame_rate"])
+
+
+def crashing_task(src: str, staging: str, key: str, params) -> None:
+    """Stand-in for ``preprocess.build._transcode_task`` (patched in the parent, imported by spawned
+    workers) whose worker process dies by SIGKILL on inputs named ``*crash*``, like a decoder segfault."""
+    from preprocess.build import _transcode_task
+
+    if "crash" in Path(src).name:
+        (Path(staging) / f"{key}.started").touch()  # the real task's in-flight marker
+        os.kill(os.getpid(), signal.SIGKILL)
+    _transcode_task(src, staging, key, params)

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from preprocess_helpers import count_frames, decode_frames, ffprobe, is_cfr, keyframe_indices, read_samples, shard_keys
+from preprocess_helpers import (
+    count_frames, crashing_task, decode_frames, ffprobe, is_cfr, keyframe_indices, read_samples, shard_keys,
+)
 
 from preprocess import PreprocessError, build_shards
 from preprocess.synthetic import read_frame_index, sample_footage, write_lavfi_video, write_numbered_video
@@ -222,3 +224,15 @@ def test_resume_over_a_changed_input_set_drops_stale_shards(tmp_path, monkeypatc
     assert (result.inputs, result.written) == (1, 1)
     assert sorted(p.name for p in (tmp_path / "out/shards").iterdir()) == ["train-000000.idx", "train-000000.tar"]
     assert [json.loads(s["json"])["source"] for s in read_samples(result.shards).values()] == ["v0.mp4"]
+
+
+def test_a_worker_crash_rejects_only_the_file_that_caused_it(tmp_path, monkeypatch):
+    import preprocess.build as build
+
+    src = _small_corpus(tmp_path / "src", count=5)
+    write_lavfi_video(src / "crash.mp4", num_frames=16)
+    monkeypatch.setattr(build, "_transcode_task", crashing_task)
+    result = build_shards(src, tmp_path / "out", workers=2, progress=False)
+    assert (result.inputs, result.written) == (6, 5)
+    assert [(r["path"], r["reason"].split(" (")[0], r["stage"]) for r in result.rejected] == [
+        ("crash.mp4", "worker process crashed on this file", "transcode")]
