@@ -215,6 +215,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 if stopping:
                     break
 
+    distributed.broadcast_buffers(raw_model, info)  # every rank ends with the checkpoint's exact state
+
     # ---- report
     summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path)}
     if info.is_main:

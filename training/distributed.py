@@ -72,3 +72,11 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank. DDP broadcasts them at the start of
+    each forward, so after the last step each rank still holds statistics of its own last batch."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
