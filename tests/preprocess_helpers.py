@@ -155,6 +155,22 @@ def decode_frames(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
+def dali_cpu_decode(data: bytes) -> np.ndarray:
+    """Every frame of an encoded video, ``(F, H, W, 3)`` uint8, from DALI's CPU video decoder."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    encoded = np.frombuffer(data, dtype=np.uint8)
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def pipe():
+        return fn.decoders.video(fn.external_source(source=lambda: [encoded], batch=True, dtype=types.UINT8), device="cpu")
+
+    p = pipe()
+    p.build()
+    (frames,) = p.run()
+    return np.asarray(frames[0])
+
+
 def is_cfr(stream: dict) -> bool:
     return Fraction(stream["r_frame_rate"]) == Fraction(stream["avg_frame_rate"])
 

@@ -103,6 +103,15 @@ def test_frame_identity(built, tmp_path, rel):
     assert [read_frame_index(f) for f in frames] == list(range(GOOD[rel][0]))
 
 
+def test_torchcodec_seeks_exact_frames(built, tmp_path):
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(_stored(built, tmp_path, "cat/numbered.mp4")))
+    wanted = [39, 0, 17, 16, 31]
+    frames = decoder.get_frames_at(wanted).data  # (N, C, H, W)
+    assert len(decoder) == 40 and [read_frame_index(f.permute(1, 2, 0).numpy()) for f in frames] == wanted
+
+
 def test_manifest_and_shard_bounds(built):
     out, result = built["out"], built["result"]
     entry = json.loads((out / "manifest.json").read_text())["splits"]["train"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from preprocess_helpers import (
-    count_frames, crashing_task, decode_frames, ffprobe, is_cfr, keyframe_indices, read_samples, shard_keys,
+    count_frames, crashing_task, dali_cpu_decode, decode_frames, ffprobe, is_cfr, keyframe_indices, read_samples, shard_keys,
 )
 
 from preprocess import PreprocessError, build_shards
@@ -36,6 +36,12 @@ def test_other_codecs(tmp_path, codec, ext, keyframes):
     info = json.loads(sample["json"])
     assert (info["codec"], info["gop"], info["label"], info["label_name"]) == (codec, 8 if codec == "h264" else 1, None, None)
     assert [read_frame_index(f) for f in decode_frames(path)] == list(range(40))
+    from torchcodec.decoders import VideoDecoder
+
+    frames = VideoDecoder(str(path)).get_frames_at([37, 3, 20]).data  # (N, C, H, W)
+    assert [read_frame_index(f.permute(1, 2, 0).numpy()) for f in frames] == [37, 3, 20]
+    if codec == "mjpeg":  # DALI's CPU decoder reads MJPEG (not H.264, see DESIGN.md)
+        assert [read_frame_index(f) for f in dali_cpu_decode(sample[ext])] == list(range(40))
 
 
 def test_max_frames_splits_into_balanced_segments(tmp_path):
