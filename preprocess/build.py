@@ -420,6 +420,8 @@ def build_shards(
         for item in inputs:
             if item.key in unique or any(rel == item.rel for rel, _ in plan_rejects):
                 plan_rejects.append((item.rel, Rejection("duplicate entry in the input list", "input")))
+            elif labels_from_dirs and src.is_dir() and item.label_name is None:
+                plan_rejects.append((item.rel, Rejection("unlabelled: not inside a class folder (--labels-from-dirs)", "input")))
             elif item.label_name is not None and item.label_name not in labels:
                 plan_rejects.append((item.rel, Rejection(f"label {item.label_name!r} is not in the given label map", "input")))
             else:

@@ -75,6 +75,7 @@ BAD = {
     "dog/truncated.mp4": ("not a readable video container", "probe"),
     "dog/truncated_faststart.mp4": ("damaged source", "transcode"),
     "dog/garbled.mkv": ("not a readable video container", "probe"),
+    "unlabelled.mp4": ("unlabelled: not inside a class folder", "input"),
 }
 
 #: Accepted inputs of :func:`make_corpus`: relative path -> (decodable frames after preprocessing or None
@@ -107,6 +108,7 @@ def make_corpus(root: Path) -> Path:
     write_truncated(root / "dog/truncated.mp4", faststart=False)
     write_truncated(root / "dog/truncated_faststart.mp4", faststart=True)
     write_garbled(root / "dog/garbled.mkv")
+    write_lavfi_video(root / "unlabelled.mp4", num_frames=20)
     (root / "notes.txt").write_text("sidecar: not an input\n")
     (root / "dog/labels.json").write_text("{}")
     write_lavfi_video(root / ".hidden.mp4", num_frames=20)

@@ -242,3 +242,14 @@ def test_a_worker_crash_rejects_only_the_file_that_caused_it(tmp_path, monkeypat
     assert (result.inputs, result.written) == (6, 5)
     assert [(r["path"], r["reason"].split(" (")[0], r["stage"]) for r in result.rejected] == [
         ("crash.mp4", "worker process crashed on this file", "transcode")]
+
+
+def test_a_second_run_of_the_same_split_is_refused_while_one_runs(tmp_path):
+    import fcntl
+
+    write_lavfi_video(tmp_path / "src/a.mp4", num_frames=16)
+    (tmp_path / "out/.staging").mkdir(parents=True)
+    with open(tmp_path / "out/.staging/train.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running build of split "train" holds
+        with pytest.raises(PreprocessError, match="another preprocess run"):
+            build_shards(tmp_path / "src", tmp_path / "out", **QUIET)
