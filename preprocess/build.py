@@ -352,6 +352,24 @@ def _sample_json(item: Input, seg: dict, *, params: EncodeParams, label: int | N
     return (json.dumps(info, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def _screen(inputs: list[Input], labels: dict[str, int], *, require_label: bool) -> tuple[dict[str, Input], list[tuple[str, Rejection]]]:
+    """Inputs to transcode (by key) and those rejected before any decoding (duplicates, labels)."""
+    unique: dict[str, Input] = {}
+    rejects: list[tuple[str, Rejection]] = []
+    seen: set[str] = set()
+    for item in inputs:
+        if item.rel in seen:
+            rejects.append((item.rel, Rejection("duplicate entry in the input list", "input")))
+        elif require_label and item.label_name is None:
+            rejects.append((item.rel, Rejection("unlabelled: not inside a class folder (--labels-from-dirs)", "input")))
+        elif item.label_name is not None and item.label_name not in labels:
+            rejects.append((item.rel, Rejection(f"label {item.label_name!r} is not in the given label map", "input")))
+        else:
+            unique[item.key] = item
+        seen.add(item.rel)
+    return unique, rejects
+
+
 def build_shards(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -415,17 +433,7 @@ def build_shards(
             if labels != manifest["label_map"]:
                 manifest["label_map"] = labels
                 _save_manifest(out, manifest)
-        plan_rejects: list[tuple[str, Rejection]] = []
-        unique: dict[str, Input] = {}
-        for item in inputs:
-            if item.key in unique or any(rel == item.rel for rel, _ in plan_rejects):
-                plan_rejects.append((item.rel, Rejection("duplicate entry in the input list", "input")))
-            elif labels_from_dirs and src.is_dir() and item.label_name is None:
-                plan_rejects.append((item.rel, Rejection("unlabelled: not inside a class folder (--labels-from-dirs)", "input")))
-            elif item.label_name is not None and item.label_name not in labels:
-                plan_rejects.append((item.rel, Rejection(f"label {item.label_name!r} is not in the given label map", "input")))
-            else:
-                unique[item.key] = item
+        unique, plan_rejects = _screen(inputs, labels, require_label=labels_from_dirs and src.is_dir())
 
         # Transcode what has no staged outcome yet.
         todo = [i for i in unique.values() if _load_record(staging, i.key) is None]
