@@ -22,7 +22,6 @@ def _positive(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="preprocess",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Re-encode videos into WebDataset shards for training: constant frame rate, 8-bit yuv420p, no audio, "
             "rotation applied, short side resized, closed GOPs. Writes OUT/shards/{split}-NNNNNN.tar + .idx (DALI index), "
@@ -38,22 +37,30 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", metavar="SRC", type=Path, help="folder of videos, or CSV/TSV list of 'path,label' rows")
     p.add_argument("out", metavar="OUT", type=Path, help="output folder (created if missing; several splits can share it)")
-    p.add_argument("--split", default="train", help="split name: shard names start with it, the manifest keeps one entry per split")
-    p.add_argument("--labels-from-dirs", action="store_true", help="label = name of the top-level folder under SRC holding the video")
-    p.add_argument("--short-side", type=int, default=128, help="output short side in pixels (even); aspect kept, long side rounded to even")
+    p.add_argument("--split", metavar="NAME", default="train",
+                   help="split name (letters, digits, _): shard names start with it; the manifest keeps one entry per split (default: train)")
+    p.add_argument("--labels-from-dirs", action="store_true",
+                   help="label = name of the top-level folder under SRC holding the video (files directly in SRC are rejected)")
+    p.add_argument("--short-side", metavar="PX", type=int, default=128,
+                   help="output short side in pixels, even; aspect kept, long side rounded to even (default: 128)")
     p.add_argument("--fps", type=float, default=None, help="output constant frame rate (default: the source's rate, made constant)")
     p.add_argument("--codec", choices=sorted(CODECS), default="vp9",
-                   help="vp9 (in .mp4; DALI CPU+GPU), h264 (in .mp4; GPU/PyAV/torchcodec only), mjpeg (all-intra, in .avi)")
-    p.add_argument("--gop", type=_positive, default=16, help="keyframe interval in frames (closed GOP); ignored by mjpeg")
-    p.add_argument("--max-frames", type=_positive, default=None,
-                   help="split videos longer than this into balanced consecutive segments of at most N frames, one sample each")
-    p.add_argument("--min-frames", type=_positive, default=16, help="reject videos with fewer decodable frames after normalization")
-    p.add_argument("--workers", type=_positive, default=None, help="parallel transcodes (default: all CPU cores)")
-    p.add_argument("--shard-max-count", type=_positive, default=1000, help="at most N samples per shard")
-    p.add_argument("--shard-max-bytes", type=_positive, default=1 << 30, help="at most N bytes per shard (a larger single sample gets its own)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns samples to shards")
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any input was rejected")
-    p.add_argument("--label-map", type=Path, default=None, help="JSON file {name: int} forcing the label map (inputs with other labels are rejected)")
+                   help="vp9: VP9 in .mp4, decodable by DALI CPU and GPU (default); h264: in .mp4, not by DALI's CPU decoder; "
+                        "mjpeg: all-intra, in .avi")
+    p.add_argument("--gop", metavar="N", type=_positive, default=16, help="keyframe interval in frames, closed GOP; ignored by mjpeg (default: 16)")
+    p.add_argument("--max-frames", metavar="N", type=_positive, default=None,
+                   help="cut longer videos into balanced consecutive segments of at most N frames, one sample each "
+                        "(N >= 2 x --min-frames; default: off)")
+    p.add_argument("--min-frames", metavar="N", type=_positive, default=16,
+                   help="reject videos with fewer decodable frames after normalization (default: 16)")
+    p.add_argument("--workers", metavar="N", type=_positive, default=None, help="parallel transcodes (default: all CPU cores)")
+    p.add_argument("--shard-max-count", metavar="N", type=_positive, default=1000, help="at most N samples per shard (default: 1000)")
+    p.add_argument("--shard-max-bytes", metavar="N", type=_positive, default=1 << 30,
+                   help="at most N bytes per shard tar; a larger single sample gets its own shard (default: 1 GiB)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle that assigns samples to shards (default: 0)")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 if any input was rejected (shards are still written)")
+    p.add_argument("--label-map", metavar="FILE", type=Path, default=None,
+                   help="JSON file {name: int} forcing the label map (inputs with other labels are rejected)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
