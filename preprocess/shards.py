@@ -99,9 +99,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 def write_shard(tar_path: Path, idx_path: Path, samples: Sequence[tuple[str, Sequence[Member]]]) -> int:
     """Write one tar (members in the given order, deterministic headers) and its DALI index.
 
-    Both go to temporary names first; the index is renamed before the tar, so a visible ``.tar``
-    always has its ``.idx``. Returns the tar's size in bytes.
+    Both go to temporary names first. A stale tar of the same name is removed before anything else,
+    then the index is renamed into place, then the tar: whenever a ``.tar`` is visible, the ``.idx``
+    beside it describes it. Returns the tar's size in bytes.
     """
+    tar_path.unlink(missing_ok=True)
     tmp_tar = tar_path.with_name(f".{tar_path.name}.tmp{os.getpid()}")
     lines = [f"{INDEX_VERSION} {len(samples)}"]
     with open(tmp_tar, "wb") as f:
