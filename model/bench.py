@@ -5,8 +5,8 @@
     python -m model.bench --size 64 --base-width 32         # a smaller configuration
 
 BN and TGN steps alternate (BN first on even repeats, TGN first on odd ones) so that drift in a shared
-machine's load hits both alike; the reported ratios are medians of the per-repeat TGN/BN ratios of wall time
-and of this process's CPU time (the latter is less disturbed by other processes competing for the cores).
+machine's load hits both alike; the reported ratios are TGN/BN ratios of the median wall time and of the median
+CPU time of this process (the latter is less disturbed by other processes competing for the cores).
 ``--layer-only`` adds a microbenchmark of one normalization layer (BN vs TGN with 4 groups) on a stem-sized
 activation, which isolates the normalization's own cost from the convolutions.
 """
@@ -37,24 +37,18 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
 
 def interleaved(steps: dict[str, Callable[[], tuple[float, float]]], *, warmup: int, repeats: int) -> dict[str, float]:
     """Time ``steps["bn"]`` and ``steps["tgn"]`` alternately. Returns median wall seconds per variant and the
-    medians of the per-repeat TGN/BN ratios of wall time (``ratio``) and of CPU time (``cpu_ratio``)."""
+    TGN/BN ratios of the median wall times (``ratio``) and of the median CPU times (``cpu_ratio``)."""
     for _ in range(warmup):
         steps["bn"](), steps["tgn"]()
     wall: dict[str, list[float]] = {"bn": [], "tgn": []}
-    ratios, cpu_ratios = [], []
+    cpu: dict[str, list[float]] = {"bn": [], "tgn": []}
     for r in range(repeats):
-        order = ("bn", "tgn") if r % 2 == 0 else ("tgn", "bn")
-        measured = {variant: steps[variant]() for variant in order}
-        for variant, (seconds, _) in measured.items():
+        for variant in ("bn", "tgn") if r % 2 == 0 else ("tgn", "bn"):
+            seconds, cpu_seconds = steps[variant]()
             wall[variant].append(seconds)
-        ratios.append(measured["tgn"][0] / measured["bn"][0])
-        cpu_ratios.append(measured["tgn"][1] / measured["bn"][1])
-    return {
-        "bn_s": statistics.median(wall["bn"]),
-        "tgn_s": statistics.median(wall["tgn"]),
-        "ratio": statistics.median(ratios),
-        "cpu_ratio": statistics.median(cpu_ratios),
-    }
+            cpu[variant].append(cpu_seconds)
+    median = {f"{v}_{kind}": statistics.median(d[v]) for kind, d in (("s", wall), ("cpu", cpu)) for v in d}
+    return {**median, "ratio": median["tgn_s"] / median["bn_s"], "cpu_ratio": median["tgn_cpu"] / median["bn_cpu"]}
 
 
 def bench_backbone(name: str, args: argparse.Namespace) -> dict[str, float]:

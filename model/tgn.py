@@ -98,7 +98,10 @@ class TemporalGroupNorm(nn.Module):
         if t % g == 0:
             # (B, C, T, H, W) -> (B, C, g, T/g, H, W) -> (B, C*g, T/g, H, W): a view when x is contiguous
             y = self.bn(x.reshape(b, c * g, t // g, h, w))
-            return y.reshape(b, c, t, h, w)
+            # Back to (B, C, T, H, W) without an autograd view: the ReLU(inplace=True) that follows would
+            # otherwise modify a view and autograd would add a full copy (CopySlices) to the backward pass.
+            # Safe because y is private here and batch norm's backward does not read its output.
+            return torch.ops.aten._unsafe_view(y, (b, c, t, h, w))
         return self._forward_uneven(x)
 
     def _forward_uneven(self, x: Tensor) -> Tensor:

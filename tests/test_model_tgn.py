@@ -127,6 +127,26 @@ def test_groups_equal_separate_batchnorms(num_frames: int, num_groups: int, mome
 
 
 @pytest.mark.parametrize(("num_frames", "num_groups"), [(8, 4), (5, 2)])
+def test_inplace_relu_after_tgn_keeps_gradients(num_frames: int, num_groups: int) -> None:
+    """The even path returns a non-view tensor; an in-place ReLU on it must still give exact gradients."""
+    tgn = TemporalGroupNorm(C, num_groups=num_groups)
+    _randomize_affine(tgn, seed=6)
+    bns = _separate_bns(tgn)
+    x = _inputs(num_frames, steps=1)[0]
+    x_tgn = x.clone().requires_grad_(True)
+    x_ref = x.clone().requires_grad_(True)
+    y_tgn = torch.relu_(tgn(x_tgn))
+    y_ref = torch.relu(_reference(bns, x_ref))
+    torch.testing.assert_close(y_tgn, y_ref, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(y_ref)
+    (y_tgn * upstream).sum().backward()
+    (y_ref * upstream).sum().backward()
+    torch.testing.assert_close(x_tgn.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for j, bn in enumerate(bns):
+        torch.testing.assert_close(tgn.bn.weight.grad[j::num_groups], bn.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("num_frames", "num_groups"), [(8, 4), (5, 2)])
 def test_group_statistics_are_independent(num_frames: int, num_groups: int) -> None:
     """Changing the frames of group 1 changes neither the output nor the running stats of group 0."""
     tgn_a = TemporalGroupNorm(C, num_groups=num_groups)
@@ -205,7 +225,7 @@ def test_traces_under_torch_compile(num_frames: int) -> None:
     for x in _inputs(num_frames, steps=2):
         x_e = x.clone().requires_grad_(True)
         x_c = x.clone().requires_grad_(True)
-        y_e, y_c = eager(x_e), compiled(x_c)
+        y_e, y_c = torch.relu_(eager(x_e)), torch.relu_(compiled(x_c))
         torch.testing.assert_close(y_c, y_e)
         y_e.square().sum().backward()
         y_c.square().sum().backward()
