@@ -274,7 +274,7 @@ def test_torch_compile_backbone() -> None:
 def test_bench_cli_prints_one_row_per_backbone(capsys: pytest.CaptureFixture[str]) -> None:
     from model import bench
 
-    bench.main(["--backbones", "c3d", "r3d_18", "--batch", "1", "--frames", "4", "--size", "16",
+    bench.main(["--backbones", "c3d", "r3d_18", "--batch", "2", "--frames", "8", "--size", "32",
                 "--base-width", "2", "--repeats", "1", "--warmup", "0"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| c3d", "| r3d_18"))]
     assert len(rows) == 2
