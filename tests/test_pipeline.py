@@ -224,3 +224,110 @@ def test_augmented_clips_use_the_drawn_views(shards):
                 views.add((v.top, v.left))
                 flips.add(v.flip)
     assert len(views) > 10 and flips == {True, False}
+
+
+# ---------------------------------------------------------------- bad samples
+def _good_samples(shards, count=4):
+    from pipeline_helpers import read_samples
+
+    good = {}
+    for tar_path in shards:
+        for key, members in read_samples(tar_path).items():
+            if json.loads(members["json"])["frames"] >= 40 and len(good) < count:
+                good[key] = members
+    return good
+
+
+def _corrupt(kind, good, tmp_path):
+    from pipeline_helpers import mp4_bytes_h264
+
+    donor_key, donor = next(iter(good.items()))
+    meta = json.loads(donor["json"])
+    if kind == "garbage":
+        bad = {**donor, "mp4": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()}
+    elif kind == "wrong_frames":
+        bad = {**donor, "json": json.dumps({**meta, "frames": meta["frames"] + 200}).encode()}
+    elif kind == "missing_json":
+        bad = {k: v for k, v in donor.items() if k != "json"}
+    else:  # h264: a valid video DALI's CPU decoder cannot decode (the container check passes)
+        bad = {**donor, "mp4": mp4_bytes_h264(meta["frames"], tmp_path), "json": json.dumps({**meta, "codec": "h264"}).encode()}
+    return "zz_bad_" + kind, bad
+
+
+REASONS = {"garbage": r"unreadable video container|decoding failed", "wrong_frames": r"json says \d+ frames, the video holds \d+",
+           "missing_json": r"missing KEY\.json", "h264": r"DALI video decoder failed"}
+CASES = [(k, b) for k in ("garbage", "wrong_frames", "missing_json") for b in BACKENDS] + [("h264", "dali")]
+
+
+@pytest.mark.parametrize("kind,backend", CASES)
+def test_bad_sample_is_named_or_skipped_and_counted(shards, tmp_path, kind, backend):
+    from pipeline import BadSampleError
+    from pipeline_helpers import write_tar
+
+    good = _good_samples(shards)
+    bad_key, bad = _corrupt(kind, good, tmp_path)
+    tar = str(write_tar(tmp_path / "mixed-000000.tar", {**good, bad_key: bad}))  # no index: the loader scans the tar
+    cfg = dict(speeds=(1, 2), num_clips=2, batch_size=5)
+
+    with pytest.raises(BadSampleError, match=REASONS[kind]) as caught:
+        _, _ = run([tar], backend, **cfg)
+    assert caught.value.shard == tar and caught.value.key == bad_key
+    assert bad_key in str(caught.value) and tar in str(caught.value)
+
+    loader, batches = run([tar], backend, skip_bad_samples=True, **cfg)
+    assert loader.stats["skipped"] == 1 and loader.stats["skipped_samples"][0]["key"] == bad_key
+    expected_batches = 0 if kind == "missing_json" else 1  # 4 good samples cannot fill a batch of 5 ...
+    if kind != "missing_json":  # ... unless the bad one was eligible: it is replaced by a re-draw
+        assert len(batches) == len(loader) == expected_batches
+        keys = batches[0]["key"]
+        assert bad_key not in keys and len(keys) == 5 and set(keys) == set(good)
+        np.testing.assert_array_equal(frame_numbers(batches[0]["clips"].numpy()), batches[0]["frames"].numpy())
+    else:
+        assert len(loader) == 0 and batches == []
+
+
+def test_eval_skips_bad_sample_without_replacement(shards, tmp_path):
+    from pipeline_helpers import write_tar
+
+    good = _good_samples(shards)
+    bad_key, bad = _corrupt("garbage", good, tmp_path)
+    tar = str(write_tar(tmp_path / "mixed-000000.tar", {**good, bad_key: bad}))
+    loader, batches = run([tar], "reference", mode="eval", num_eval_clips=2, batch_size=3, skip_bad_samples=True)
+    keys = [k for b in batches for k in b["key"]]
+    assert sorted(keys) == sorted(good) and loader.stats["skipped"] == 1
+
+
+# ---------------------------------------------------------------- CLIs
+@pytest.mark.slow
+def test_preview_cli_end_to_end(shards, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    out = tmp_path / "preview"
+    cmd = [sys.executable, "-m", "pipeline", "preview", *shards, "--backend", "dali", "--mode", "pretext", "--num-samples", "3",
+           "--seed", "7", "--no-augment", "--num-frames", "8", "--num-clips", "3", "--crop-size", "64", "--resize", "64", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    data = np.load(out / "clips.npz")
+    assert data["clips"].shape == (3, 3, 8, 64, 64, 3) and data["clips"].dtype == np.uint8
+    assert data["frames"].shape == (3, 3, 8) and data["speeds"].shape == (3, 3) and data["keys"].shape == (3,)
+    assert data["labels"].shape == (3,) and set(data["labels"].tolist()) <= {0, 1}
+    np.testing.assert_array_equal(frame_numbers(data["clips"]), data["frames"])
+    assert np.all(np.diff(data["frames"], axis=-1) == data["speeds"][..., None])
+    image = Image.open(out / "preview.png")
+    assert image.size[1] >= 9 * 64 and image.size[0] >= 8 * 64  # one row per clip, one column per frame
+
+
+@pytest.mark.slow
+def test_bench_measures_every_method(shards):
+    from pipeline import bench
+
+    cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
+    result = bench.run_all(shards, cfg, samples=4, workers=1, per_speed=False)
+    assert result["default"] == "reference"
+    assert set(result["clips_per_s"]) == {"dali", "reference", "pyav_per_clip", "torchcodec_per_clip", "decord_per_clip"}
+    assert all(v is not None and v > 0 for v in result["clips_per_s"].values()), result["detail"]["errors"]
+    assert result["detail"]["decoded_frames_per_clip"] >= 8  # at least the clip's span, plus GOP lead-in
+    assert result["decode_limit_clips_per_s"] > 0 and result["config"]["workers"] == 1
+    assert "decode_limit" in bench.table(result)
