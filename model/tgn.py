@@ -8,7 +8,8 @@ before the activation (Cho et al., arXiv 2003.02692, "temporal group normalizati
 Implementation: one ``nn.BatchNorm3d(C * g)`` held as ``self.bn``. For an even split (``T % g == 0``)
 the input is *viewed* (no copy for a contiguous tensor) as ``(B, C * g, T // g, H, W)``, where channel
 ``c * g + j`` is channel ``c`` restricted to temporal group ``j``; a single batch norm over that view is
-per-(channel, group) normalization. So the cost equals plain BatchNorm3d, and DDP synchronisation is
+per-(channel, group) normalization. So the cost equals plain BatchNorm3d (a ``channels_last_3d`` input cannot be
+viewed this way and costs one copy per grouped layer; keep TGN networks in the default format), and DDP synchronisation is
 ``nn.SyncBatchNorm.convert_sync_batchnorm`` of the inner module (see :func:`convert_sync_batchnorm`).
 
 Parameter layout: ``bn.weight``, ``bn.bias``, ``bn.running_mean``, ``bn.running_var`` have ``C * g``

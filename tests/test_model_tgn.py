@@ -177,6 +177,17 @@ def test_even_split_is_a_view_and_keeps_layout() -> None:
     torch.testing.assert_close(y[0, :, :, 0, 0], expected)
 
 
+@pytest.mark.parametrize(("num_frames", "num_groups"), [(8, 4), (5, 2), (8, 1)])
+def test_channels_last_input_gives_the_same_result(num_frames: int, num_groups: int) -> None:
+    """channels_last_3d input (not viewable as (B, C*g, T/g, H, W): it is copied) normalizes identically."""
+    tgn = TemporalGroupNorm(C, num_groups=num_groups)
+    other = copy.deepcopy(tgn)
+    x = _inputs(num_frames, steps=1)[0]
+    y = tgn(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(y, other(x))
+    torch.testing.assert_close(tgn.bn.running_var, other.bn.running_var)
+
+
 def test_rejects_wrong_shapes() -> None:
     tgn = TemporalGroupNorm(4, num_groups=2)
     with pytest.raises(ValueError, match="expects"):
