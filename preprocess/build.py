@@ -183,7 +183,10 @@ def tool_versions() -> dict:
     for name in ("speedssl", "ffmpeg-python", "numpy", "webdataset", "nvidia-dali-cuda120", "av"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
+    import av  # its bundled FFmpeg inspects sources and validates outputs
+
     return {"ffmpeg": first_line(["ffmpeg", "-version"]), "ffprobe": first_line(["ffprobe", "-version"]),
+            "pyav_ffmpeg": getattr(av, "ffmpeg_version_info", "unknown"),
             "python": platform.python_version(), "packages": packages}
 
 
