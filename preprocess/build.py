@@ -282,6 +282,9 @@ def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: 
                 reported += 1
         except BrokenProcessPool:
             return False, reported
+        except BaseException:  # a job-level failure (full disk, Ctrl-C): do not start the queued inputs
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return True, reported
 
 
