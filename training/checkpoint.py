@@ -54,10 +54,15 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:  # e.g. a full disk: keep the previous checkpoint, say why
+        tmp.unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else (err.__context__ or err)
+        raise OSError(f"could not write checkpoint {path} ({cause}); the previous checkpoint, if any, is unchanged") from err
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
