@@ -123,3 +123,23 @@ def test_resume_from_a_truncated_real_checkpoint_is_refused(data, reference, tmp
     assert "checkpoint.pt cannot be loaded and is refused" in log, log[-2000:]
     assert (out / "checkpoint.pt").stat().st_size == len(whole) * 2 // 3  # not replaced by a restarted run
     assert (out / "metrics.jsonl").read_text() == (ref_out / "metrics.jsonl").read_text()
+
+
+def test_disk_full_while_checkpointing_is_a_clear_error_and_keeps_the_last_checkpoint(data, reference, tmp_path):
+    """The run folder on a 40 MiB filesystem: the first ~27 MB checkpoint fits, the second does not. The run
+    stops with an error naming the checkpoint and the cause; the step-1 checkpoint is intact, no partial file
+    is left. Without mount rights, RLIMIT_FSIZE makes the first write fail instead (no checkpoint at all)."""
+    from reliability_helpers import tiny_filesystem
+
+    with tiny_filesystem(tmp_path / "fs", "40m") as mounted:
+        out = tmp_path / "fs" / "run"
+        proc = start(_command(data, out, resume=False), limit_fsize=None if mounted else 5_000_000)
+        log = proc.communicate(timeout=300)[0].decode()
+        assert proc.returncode != 0
+        assert "could not write checkpoint" in log and str(out / "checkpoint.pt") in log, log[-3000:]
+        assert ("No space left on device" if mounted else "File too large") in log
+        assert not list(out.glob(".checkpoint.pt.tmp*"))
+        if mounted:
+            assert checkpoint.load(out / "checkpoint.pt")["step"] == 1
+        else:
+            assert not (out / "checkpoint.pt").exists()
