@@ -44,7 +44,8 @@ def _texture(rng: np.random.Generator, size: int, cell: int) -> np.ndarray:
     return (big + np.roll(big, 1, 0) + np.roll(big, 1, 1) + np.roll(big, (1, 1), (0, 1))) / 4
 
 
-def motion_video(name: str, rng: np.random.Generator, *, size: int = 64, num_frames: int = 48, slow: int = 1, fast: int = 3) -> np.ndarray:
+def motion_video(name: str, rng: np.random.Generator, *, size: int = 64, num_frames: int = 48, slow: int = 1, fast: int = 3,
+                 num_disks: int = 3) -> np.ndarray:
     """Frames of one video of class ``name``: ``(num_frames, size, size, 3)`` uint8 RGB.
 
     ``slow``/``fast``: the two speeds, in whole pixels per frame (whole pixels keep the textures sharp).
@@ -54,18 +55,20 @@ def motion_video(name: str, rng: np.random.Generator, *, size: int = 64, num_fra
     vy, vx = dy * speed, dx * speed
     if vx and rng.random() < 0.5:
         vx = -vx
-    background = 0.25 + 0.5 * _texture(rng, size, cell=int(rng.integers(4, 9)))  # mid contrast
-    disk = _texture(rng, size, cell=int(rng.integers(3, 6)))  # full contrast
-    radius = rng.uniform(0.14, 0.22) * size
+    background = 0.35 + 0.3 * _texture(rng, size, cell=int(rng.integers(2, 5)))  # low contrast, static
+    layer = _texture(rng, size, cell=int(rng.integers(2, 4)))  # full contrast, moves
     yy, xx = np.mgrid[:size, :size]
-    inside = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= radius**2  # disk centred in its own layer
-    y0, x0 = rng.integers(0, size, 2)
+    inside = np.zeros((size, size), bool)
+    for _ in range(num_disks):  # disks at random places of one layer: they move together
+        cy, cx = rng.uniform(0, size, 2)
+        radius = rng.uniform(0.12, 0.2) * size
+        dy, dx = np.minimum(abs(yy - cy), size - abs(yy - cy)), np.minimum(abs(xx - cx), size - abs(xx - cx))  # on the torus
+        inside |= dy**2 + dx**2 <= radius**2
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for t in range(num_frames):
-        shift = (int(y0 + vy * t), int(x0 + vx * t))
+        shift = (vy * t, vx * t)
         mask = np.roll(inside, shift, (0, 1))[..., None]
-        layer = np.roll(disk, shift, (0, 1))
-        frames[t] = np.round(255 * np.where(mask, layer, background)).astype(np.uint8)
+        frames[t] = np.round(255 * np.where(mask, np.roll(layer, shift, (0, 1)), background)).astype(np.uint8)
     return frames
 
 
