@@ -109,7 +109,7 @@ def soak(shard: str, *, batches: int, time_cap_s: float, backend: str, workers: 
     first, last = after_warmup[0], samples[-1]
     return {
         "backend": loader.backend, "workers": workers, "batch_size": batch_size, "clips_shape": clips_shape,
-        "batches": done, "epochs": epoch + 1, "batches_per_epoch": len(loader), "wall_s": wall, "warmup_batches": warmup,
+        "batches": done, "epochs": epoch, "batches_per_epoch": len(loader), "wall_s": wall, "warmup_batches": warmup,
         "rss_start_mib": first["rss_mib"], "rss_end_mib": last["rss_mib"], "rss_max_mib": max(s["rss_mib"] for s in after_warmup),
         "pss_start_mib": first["tree_pss_mib"], "pss_end_mib": last["tree_pss_mib"],
         "pss_max_mib": max(s["tree_pss_mib"] for s in after_warmup),
