@@ -168,7 +168,7 @@ def check_source(path: Path) -> SourceInfo:
     if path.stat().st_size == 0:
         raise _Reject("empty file: 0 bytes", "input")
     try:
-        with av.open(str(Path(path).absolute())) as container:
+        with av.open(str(Path(path).absolute()), metadata_errors="replace") as container:  # non-UTF-8 tags are common
             format_name = container.format.name
             videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
             if not videos:
@@ -283,7 +283,7 @@ def decode_check(path: Path) -> tuple[dict, int]:
     file holds anything but one video stream or any packet fails to decode.
     """
     try:
-        with av.open(str(Path(path).absolute())) as container:
+        with av.open(str(Path(path).absolute()), metadata_errors="replace") as container:  # non-UTF-8 tags are common
             if len(container.streams) != 1 or not container.streams.video:
                 raise _Reject(f"re-encoded file has {len(container.streams)} streams, expected one video stream", "validate")
             stream = container.streams.video[0]
