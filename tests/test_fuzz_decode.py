@@ -217,3 +217,18 @@ def test_dali_cpu_decode_gives_clips_or_a_named_error_and_never_crashes(stored, 
         assert reply["bad"][:2] == [shard, "clip"] and reply["bad"][2]
     else:
         assert reply == {"ok": [1, 1, 3, 4, 32, 32]}
+
+
+def test_a_valid_video_with_non_utf8_metadata_is_written_not_rejected(tmp_path, source):
+    """Found by the fuzzer above: PyAV raised UnicodeDecodeError on a Latin-1 title tag, so a good video
+    was rejected as an 'unexpected error'. Old AVI/MKV files often carry such tags."""
+    plain = tmp_path / "plain.mp4"
+    plain.write_bytes(source)
+    tagged = tmp_path / "latin1.mkv"
+    subprocess.run([b"ffmpeg", b"-v", b"error", b"-i", bytes(plain), b"-c", b"copy", b"-metadata", b"title=caf\xe9 \xff",
+                    bytes(tagged)], check=True)
+    assert check_source(tagged).width == 96
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (segment,) = process_video(tagged, staging, "k", EncodeParams(short_side=64, min_frames=4))
+    assert segment.frames == decodable_frames((staging / segment.file).read_bytes()) == 20
