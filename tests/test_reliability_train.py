@@ -61,9 +61,11 @@ def _check_after_kill(out: Path) -> int:
 
 
 def _kill_during_checkpoint_write(proc, out: Path, timeout: float = 300) -> Path | None:
-    """Poll for the temporary checkpoint file and SIGKILL the job while it is partly written. Returns the
-    partial file, or None if the run ended first."""
+    """Once the step-1 checkpoint is in place, poll for the next temporary checkpoint file (step 2's) and
+    SIGKILL the job while it is partly written. Returns the partial file, or None if the run ended first."""
     deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.0005)
     while proc.poll() is None and time.monotonic() < deadline:
         for tmp in out.glob(".checkpoint.pt.tmp.*"):
             try:
@@ -89,6 +91,7 @@ def test_sigkill_mid_epoch_and_mid_checkpoint_then_resume_is_exact(data, referen
             partial = _kill_during_checkpoint_write(proc, out)
             assert partial is not None, f"the run ended before a checkpoint write could be interrupted: {proc.communicate()[0][-3000:]}"
             assert partial.exists() and partial.stat().st_size < complete_size  # it really died mid-write
+            assert _check_after_kill(out) == 1  # so the next run resumes mid-epoch (step 1 of 2 done)
         else:
             try:
                 proc.wait(timeout=random.Random(seed).uniform(0.3 * full_s, 0.8 * full_s))
