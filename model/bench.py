@@ -7,7 +7,7 @@
 BN and TGN steps alternate (BN first on even repeats, TGN first on odd ones) so that drift in a shared
 machine's load hits both alike; the reported ratios are TGN/BN ratios of the median wall time and of the median
 CPU time of this process (the latter is less disturbed by other processes competing for the cores).
-``--layer-only`` adds a microbenchmark of one normalization layer (BN vs TGN with 4 groups) on a stem-sized
+``--layer`` adds a microbenchmark of one normalization layer (BN vs TGN with 4 groups) on a stem-sized
 activation, which isolates the normalization's own cost from the convolutions.
 """
 
@@ -78,8 +78,12 @@ def bench_layer(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=sorted(BACKBONES), choices=sorted(BACKBONES))
+    parser = argparse.ArgumentParser(
+        prog="python -m model.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--backbones", nargs="+", default=sorted(BACKBONES), choices=sorted(BACKBONES), help="default: all three"
+    )
     parser.add_argument("--batch", type=int, default=8, help="clips per step (default 8)")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip T (default 16)")
     parser.add_argument("--size", type=int, default=112, help="spatial size H = W in pixels (default 112)")
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--layer-only", action="store_true", help="also time a single BN vs TGN layer")
+    parser.add_argument("--layer", action="store_true", help="also time one BN vs TGN layer on a stem-sized input")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.batch / r['tgn_s']:.2f} | {r['ratio']:.3f} | {r['cpu_ratio']:.3f} |",
             flush=True,
         )
-    if args.layer_only:
+    if args.layer:
         r = bench_layer(args)
         shape = "x".join(str(n) for n in (args.batch, args.base_width, args.frames, args.size // 2, args.size // 2))
         print(
