@@ -84,19 +84,21 @@ def make_dataset(root: Path, copies: int) -> str:
 
 
 def soak(shard: str, *, batches: int, time_cap_s: float, backend: str, workers: int, batch_size: int, every: int,
-         warmup: int) -> dict:
+         warmup: int, hold: bool = False) -> dict:
     cfg = LoaderConfig(mode="pretext", num_frames=4, speeds=(-4, -2, -1, 1, 2, 4), num_clips=3, batch_size=batch_size,
                        resize=32, crop_size=32, seed=0)
     loader = build_loader([shard], cfg, backend=backend, num_workers=workers)
     samples: list[dict] = [{"batch": 0, "s": 0.0, **memory_mib()}]
     started, done, epoch = time.monotonic(), 0, 0
-    clips_shape = None
+    clips_shape, held = None, []
     while done < batches and time.monotonic() - started < time_cap_s:
         loader.set_epoch(epoch)
         for batch in loader:
             clips_shape = clips_shape or list(batch["clips"].shape)
             assert list(batch["clips"].shape) == clips_shape
             done += 1
+            if hold:  # a deliberate leak (a loop that keeps every batch), to show the soak detects one
+                held.append(batch["clips"])
             if done % every == 0 or done == warmup:
                 samples.append({"batch": done, "s": time.monotonic() - started, **memory_mib()})
             if done >= batches or time.monotonic() - started >= time_cap_s:
@@ -127,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=50, help="times each of the 8 videos appears in the shard")
     parser.add_argument("--every", type=int, default=50, help="sample memory every this many batches")
     parser.add_argument("--warmup", type=int, default=100, help="growth is measured from this batch on")
+    parser.add_argument("--hold", action="store_true", help="keep every batch alive (a deliberate leak: checks the soak itself)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         shard = make_dataset(Path(tmp), args.copies)
         result = soak(shard, batches=args.batches, time_cap_s=args.time_cap, backend=args.backend, workers=args.workers,
-                      batch_size=args.batch_size, every=args.every, warmup=min(args.warmup, args.batches))
+                      batch_size=args.batch_size, every=args.every, warmup=min(args.warmup, args.batches), hold=args.hold)
     print(f"loader soak: {result['backend']}, {result['workers']} workers, batch {result['clips_shape']}, "
           f"{result['batches']} batches ({result['epochs']} epochs of {result['batches_per_epoch']}) in {result['wall_s']:.0f} s")
     print(f"{'batch':>6} {'s':>6} {'RSS MiB':>9} {'tree PSS MiB':>13} {'procs':>6}")
