@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: Extensions a sample's video member may have (DESIGN.md §1).
 VIDEO_EXTS = ("mp4", "webm", "avi", "mkv")
+#: A KEY.json is a few hundred bytes; a bigger one is refused before it is read (every json is read at start-up).
+MAX_JSON_BYTES = 1 << 20
 
 
 class BadSampleError(RuntimeError):
@@ -162,6 +164,8 @@ def _record(shard: str, key: str, members: dict) -> SampleRecord:
         raise BadSampleError(shard, key, "missing KEY.json")
     if not any(ext in members for ext in VIDEO_EXTS):
         raise BadSampleError(shard, key, f"no video member (one of {', '.join(VIDEO_EXTS)}), has {sorted(members)}")
+    if members["json"][1] > MAX_JSON_BYTES:
+        raise BadSampleError(shard, key, f"json member of {members['json'][1]} bytes (limit {MAX_JSON_BYTES})")
     record = SampleRecord(shard, key, members, {})
     try:
         meta = json.loads(record.read("json"))
