@@ -225,3 +225,12 @@ def test_the_loader_reads_no_tar_member_names_as_paths(tmp_path, good):
     assert {p for p in tmp_path.rglob("*")} == before
     assert not (tmp_path.parent / "pwned.json").exists() and not (tmp_path / "pwned.json").exists()
     assert json.loads(good["json"])["frames"] == 24
+
+
+def test_an_oversized_json_member_is_refused_before_reading(tmp_path, good):
+    """Every json is read at start-up, so a shard of huge json members must not be read into memory."""
+    from pipeline.shards import MAX_JSON_BYTES
+
+    blob = b'{"frames": 24, "width": 96, "height": 64, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
+    error = _scan_error(_tar(tmp_path / "s.tar", [("clip.mp4", good["mp4"], {}), ("clip.json", blob, {})]))
+    assert error.key == "clip" and "json member of" in error.reason and "limit" in error.reason
