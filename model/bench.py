@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: python -m model.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
-        f"{args.frames}x{args.size}x{args.size} clips, base width {args.base_width}, TGN groups {tuple(args.tgn_groups)}; "
+        f"{args.frames}x{args.size}x{args.size} clips, base width {args.base_width}, "
+        f"TGN groups {tuple(args.tgn_groups)}; "
         f"median of {args.repeats} interleaved forward+backward steps after {args.warmup} warm-up"
     )
     print()

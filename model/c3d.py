@@ -1,7 +1,8 @@
 """C3D, the 5-block version used by VCOP / PRP / Pace (Tran et al. 2015 without the fc6/fc7 layers).
 
 ``conv1 64 -> pool(1,2,2) -> conv2 128 -> pool -> conv3a/b 256 -> pool -> conv4a/b 512 -> pool -> conv5a/b 512 ->
-pool -> global average pool``: 512 features per clip at ``base_width=64`` (channels are ``base_width * (1, 2, 4, 8, 8)``).
+pool -> global average pool``: 512 features per clip at ``base_width=64`` (channels are
+``base_width * (1, 2, 4, 8, 8)``).
 Every conv is 3x3x3 (padding 1, no bias: a norm follows) -> norm -> ReLU. Pools 2-5 are 2x2x2 max pools with
 ``ceil_mode=True``: at 16x112x112 that gives 1x4x4 after pool5 (the size VCOP gets from its pool5 padding (0,1,1)),
 and short or small clips (e.g. 8x32x32 in tests) never pool a dimension down to zero.

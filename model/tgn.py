@@ -8,9 +8,10 @@ before the activation (Cho et al., arXiv 2003.02692, "temporal group normalizati
 Implementation: one ``nn.BatchNorm3d(C * g)`` held as ``self.bn``. For an even split (``T % g == 0``)
 the input is *viewed* (no copy for a contiguous tensor) as ``(B, C * g, T // g, H, W)``, where channel
 ``c * g + j`` is channel ``c`` restricted to temporal group ``j``; a single batch norm over that view is
-per-(channel, group) normalization. So the cost equals plain BatchNorm3d (a ``channels_last_3d`` input cannot be
-viewed this way and costs one copy per grouped layer; keep TGN networks in the default format), and DDP synchronisation is
-``nn.SyncBatchNorm.convert_sync_batchnorm`` of the inner module (see :func:`convert_sync_batchnorm`).
+per-(channel, group) normalization. So the cost equals plain BatchNorm3d (a ``channels_last_3d`` input cannot
+be viewed this way and costs one copy per grouped layer; keep TGN networks in the default format), and DDP
+synchronisation is ``nn.SyncBatchNorm.convert_sync_batchnorm`` of the inner module (see
+:func:`convert_sync_batchnorm`).
 
 Parameter layout: ``bn.weight``, ``bn.bias``, ``bn.running_mean``, ``bn.running_var`` have ``C * g``
 entries; group ``j``'s values for the ``C`` channels are ``tensor[j::g]`` (:meth:`TemporalGroupNorm.group_state`).
@@ -90,7 +91,8 @@ class TemporalGroupNorm(nn.Module):
         """``(B, C, T, H, W) -> (B, C, T, H, W)``."""
         if x.dim() != 5 or x.shape[1] != self.num_features:
             raise ValueError(
-                f"TemporalGroupNorm({self.num_features}) expects (B, {self.num_features}, T, H, W), got {tuple(x.shape)}"
+                f"TemporalGroupNorm({self.num_features}) expects (B, {self.num_features}, T, H, W), "
+                f"got {tuple(x.shape)}"
             )
         g = self.num_groups
         if g == 1:
