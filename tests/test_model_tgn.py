@@ -246,3 +246,43 @@ def test_traces_under_torch_compile(num_frames: int) -> None:
     eager.eval(), compiled_module.eval()
     x = _inputs(num_frames, steps=1, seed=7)[0]
     torch.testing.assert_close(compiled(x), eager(x))
+
+
+def _ddp_worker(rank: int, world_size: int, workdir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{workdir}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)  # same initial weights on every rank
+        model = build_backbone("c3d", base_width=4, norm="tgn")
+        ddp = nn.parallel.DistributedDataParallel(model)
+        ddp(_ddp_input(rank)).square().mean().backward()
+        first_tgn = model.block1[1]
+        torch.save(
+            {"grads": {n: p.grad for n, p in model.named_parameters()}, "running_mean": first_tgn.bn.running_mean},
+            f"{workdir}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _ddp_input(rank: int) -> torch.Tensor:
+    return torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(100 + rank))
+
+
+def test_ddp_per_rank_statistics_and_averaged_gradients(tmp_path) -> None:
+    """Unconverted TGN under DDP (gloo, 2 CPU processes): each rank normalizes with its own statistics, and the
+    all-reduced gradients equal the mean of the two single-process gradients."""
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    single = []
+    for rank in range(2):
+        torch.manual_seed(0)
+        model = build_backbone("c3d", base_width=4, norm="tgn")
+        model(_ddp_input(rank)).square().mean().backward()
+        single.append({n: p.grad for n, p in model.named_parameters()})
+        torch.testing.assert_close(ranks[rank]["running_mean"], model.block1[1].bn.running_mean)
+    assert not torch.allclose(ranks[0]["running_mean"], ranks[1]["running_mean"])
+    for name, grad in ranks[0]["grads"].items():
+        torch.testing.assert_close(grad, ranks[1]["grads"][name])
+        torch.testing.assert_close(grad, (single[0][name] + single[1][name]) / 2, rtol=1e-4, atol=1e-6)
