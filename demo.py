@@ -51,7 +51,7 @@ class DemoSettings:
     """Backbone width (channels of the first stage)."""
     pretrain_steps: int = 300
     """Optimizer steps of pretraining."""
-    finetune_steps: int = 120
+    finetune_steps: int = 80
     """Optimizer steps of each fine-tuning run (pretrained and scratch alike)."""
     batch_size: int = 8
     """Samples per step (pretext samples hold num_clips clips)."""

@@ -39,7 +39,9 @@ def test_cli_overrides_only_given_options_and_types_them():
     mode, over = parse_overrides(["finetune", "--lr", "0.2", "--speeds=-2,-1,1,2", "--no-augment", "--arch", "c3d", "--max-steps", "7"])
     assert mode == "finetune"
     assert over == {"data": {"speeds": (-2, -1, 1, 2), "augment": False}, "model": {"arch": "c3d"}, "optim": {"lr": 0.2, "max_steps": 7}, "run": {}}
-    cfg = resolve(mode, over, base={"model": {"arch": "r3d_18", "base_width": 16}, "optim": {"lr": 0.9}})
+    with pytest.raises(ValueError, match="--data"):
+        resolve(mode, over)
+    cfg = resolve(mode, over, base={"data": {"data": "shards"}, "model": {"arch": "r3d_18", "base_width": 16}, "optim": {"lr": 0.9}})
     assert cfg.model.arch == "c3d" and cfg.model.base_width == 16  # CLI beats base, base beats defaults
     assert cfg.optim.lr == 0.2 and cfg.optim.max_steps == 7 and cfg.data.speeds == (-2, -1, 1, 2)
     assert cfg.optim.momentum == OptimConfig().momentum
@@ -69,7 +71,7 @@ def test_invalid_values_are_refused_on_construction(section, bad):
 
 
 def test_config_round_trips_through_json_and_weights_only_load(tmp_path):
-    cfg = resolve("pretrain", {"data": {"speeds": (-4, 4), "num_clips": 2}, "model": {"tgn_groups": (2, 2, 1, 1, 1)}, "run": {"out": "x"}})
+    cfg = resolve("pretrain", {"data": {"data": "shards", "speeds": (-4, 4), "num_clips": 2}, "model": {"tgn_groups": (2, 2, 1, 1, 1)}, "run": {"out": "x"}})
     d = cfg.to_dict()
     assert json.loads(json.dumps(d)) == d
     assert TrainConfig.from_dict(json.loads(json.dumps(d))) == cfg

@@ -195,6 +195,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        _check(bool(self.data.data), "--data (a folder written by `preprocess`) is required")
 
     def to_dict(self) -> dict:
         """Plain JSON types only (tuples become lists)."""
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                 elif typing.get_origin(kind) is tuple:
                     kwargs.update(type=_int_tuple, metavar="A,B,...")
                 else:
-                    kwargs["type"] = kind
+                    kwargs.update(type=kind, metavar=f.name.upper())
                 group.add_argument(_flag(f.name), **kwargs)
     return parser
 
