@@ -151,6 +151,7 @@ def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int,
         "clips_per_s": main["clips_per_s"],
         "decode_limit_clips_per_s": main["decode_limit_clips_per_s"],
         "default_vs_decode_limit": _ratio(main["clips_per_s"].get(default), main["decode_limit_clips_per_s"]),
+        "not_run": main["errors"],  # method -> why it could not run here
         "detail": main,
         "config": {
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("mean", "std")},

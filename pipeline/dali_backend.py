@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.plan import SamplePlan, finish_sample, plan_sample, work_indices, work_item
+from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, work_item
 from pipeline.shards import BadSampleError, SampleRecord, check_video_bytes
 
 log = logging.getLogger(__name__)
@@ -132,19 +132,22 @@ class DaliStream:
             log.warning("DALI failed on a batch but on none of its samples alone: %s", failure)
         return flat
 
-    def results(self, samples: list[SampleRecord], *, epoch: int):
-        """Per-sample results in reading order (endless for pretext/train: the caller stops)."""
-        indices = work_indices(samples, self.cfg)
-        batch_size = self.cfg.batch_size
+    def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
+        """Per-sample results in reading order (see ``plan.drive``)."""
         self._fresh_pipe()
+        return drive(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
+
+    def _run(self, samples: list[SampleRecord], indices: range, epoch: int):
+        indices = iter(indices)
         in_flight: collections.deque = collections.deque()  # (entries, scheduled)
         exhausted = False
         while True:
             while len(in_flight) < IN_FLIGHT and not exhausted:
-                entries = [self._prepare(*work_item(samples, i), epoch) for i in itertools.islice(indices, batch_size)]
-                if not entries:
+                batch = list(itertools.islice(indices, self.cfg.batch_size))
+                if not batch:
                     exhausted = True
                     break
+                entries = [self._prepare(*work_item(samples, i), epoch) for i in batch]
                 in_flight.append((entries, self._schedule(entries)))
             if not in_flight:
                 return

@@ -85,12 +85,12 @@ class VideoLoader:
         cfg = self.cfg
         samples = rank_samples(self.eligible, cfg, epoch=self.epoch, rank=self.rank, world_size=self.world_size)
         wanted = len(self)
-        pin = self.device is not None and self.device.type == "cuda" and self.backend == "reference"
+        pin = self.device is not None and self.device.type == "cuda" and self.backend != "dali-gpu"  # CPU tensors
         batch: list[SampleResult] = []
         emitted = failures_in_a_row = 0
         if wanted == 0:
             return
-        stream = self._stream.results(samples, epoch=self.epoch)
+        stream = self._stream.results(samples, epoch=self.epoch, count=wanted * cfg.batch_size)
         try:
             for result in stream:
                 if isinstance(result, BadSampleError):

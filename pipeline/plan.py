@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 from dataclasses import dataclass
 
@@ -88,9 +87,20 @@ def work_item(samples: list[SampleRecord], i: int) -> tuple[SampleRecord, int]:
     return samples[i % len(samples)], i // len(samples)
 
 
-def work_indices(samples: list[SampleRecord], cfg: LoaderConfig):
-    """Item indices in reading order: ``range(n)`` for eval, endless otherwise (the loader stops early)."""
-    return iter(range(len(samples))) if cfg.mode == "eval" else itertools.count()
+def drive(samples: list[SampleRecord], cfg: LoaderConfig, count: int, run):
+    """Results of a rank's epoch: ``run(indices)`` yields one result per work item index (see
+    :func:`work_item`). eval: every sample once. pretext/train: exactly enough items for ``count`` good
+    results; each bad one is replaced by the next re-draw, so no work is wasted past the epoch's end."""
+    if cfg.mode == "eval":
+        yield from run(range(len(samples)))
+        return
+    start, missing = 0, count
+    while missing > 0 and samples:
+        stop = start + missing
+        for result in run(range(start, stop)):
+            missing -= not isinstance(result, BadSampleError)
+            yield result
+        start = stop
 
 
 @dataclass

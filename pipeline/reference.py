@@ -7,13 +7,14 @@ benchmark baseline."""
 from __future__ import annotations
 
 import functools
+import multiprocessing
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config import LoaderConfig
 from pipeline.decode import pyav_union_frames, torchcodec_decoder
-from pipeline.plan import finish_sample, plan_sample, work_indices, work_item
+from pipeline.plan import drive, finish_sample, plan_sample, work_item
 from pipeline.shards import BadSampleError, SampleRecord, check_stream
 
 
@@ -59,22 +60,30 @@ def _single_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)  # parallelism comes from the worker processes
 
 
+def _worker_context():
+    """Workers are forked from a clean server process that has imported this module (torch, PyAV, torchcodec)
+    once: a plain fork of the training process can deadlock when a lock of one of its threads (DALI, OpenMP,
+    libav) is held at that moment, and a spawn would re-import everything for every worker."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class ReferenceStream:
     def __init__(self, cfg: LoaderConfig, *, num_workers: int):
         self.cfg, self.num_workers = cfg, num_workers
 
-    def results(self, samples: list[SampleRecord], *, epoch: int):
-        """Per-sample results in reading order (endless for pretext/train: the caller stops)."""
+    def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
+        """Per-sample results in reading order (see ``plan.drive``)."""
         dataset = _Items(samples, self.cfg, epoch)
-        indices = work_indices(samples, self.cfg)
-        if self.num_workers == 0:
-            yield from (dataset[i] for i in indices)
-            return
-        # batch_size=None: workers return single samples, so the loader can drop bad ones and keep full batches
-        loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.num_workers,
-                            worker_init_fn=_single_thread, prefetch_factor=4, multiprocessing_context="fork")
-        iterator = iter(loader)
-        try:
-            yield from iterator
-        finally:
-            iterator._shutdown_workers()
+
+        def run(indices: range):
+            if self.num_workers == 0:
+                yield from (dataset[i] for i in indices)
+                return
+            # batch_size=None: workers return single samples, so bad ones can be dropped and batches kept full
+            loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.num_workers,
+                                worker_init_fn=_single_thread, prefetch_factor=4, multiprocessing_context=_worker_context())
+            yield from loader
+
+        return drive(samples, self.cfg, count, run)
