@@ -33,7 +33,7 @@ from training.logs import console, fmt, results_table
 class DemoSettings:
     """Size of the experiment; the test suite runs a smaller copy of the same experiment."""
 
-    train_per_class: int = 6
+    train_per_class: int = 4
     """Labelled training videos per class (6 classes)."""
     test_per_class: int = 8
     """Labelled test videos per class."""
@@ -49,9 +49,11 @@ class DemoSettings:
     """Backbone."""
     base_width: int = 8
     """Backbone width (channels of the first stage)."""
-    pretrain_steps: int = 300
+    head: str = "both"
+    """Pretext loss: both (per-clip speed + clip order), speed or sort."""
+    pretrain_steps: int = 600
     """Optimizer steps of pretraining."""
-    finetune_steps: int = 80
+    finetune_steps: int = 200
     """Optimizer steps of each fine-tuning run (pretrained and scratch alike)."""
     batch_size: int = 8
     """Samples per step (pretext samples hold num_clips clips)."""
@@ -67,7 +69,7 @@ class DemoSettings:
                 "--num-workers", str(self.num_workers), "--seed", str(self.seed)]
 
     def model_args(self) -> list[str]:
-        return ["--arch", self.arch, "--base-width", str(self.base_width), "--hidden", "64", "--dropout", "0.1", "--head", "both"]
+        return ["--arch", self.arch, "--base-width", str(self.base_width), "--hidden", "64", "--dropout", "0.1", "--head", self.head]
 
     def optim_args(self, steps: int) -> list[str]:
         return ["--optimizer", "adamw", "--lr", "0.002", "--weight-decay", "0.0001", "--momentum", "0.9",
@@ -99,8 +101,10 @@ def run_experiment(root: str | Path, s: DemoSettings = FULL) -> dict:
     root = Path(root)
     started = time.perf_counter()
     quiet = ["--log-every", "50", "--no-progress" if not sys.stdout.isatty() else "--progress"]
+    console.rule("1/4 data: motion-class videos and real footage -> shards")
     pretrain_data, labelled = build_data(root, s)
     data_s = time.perf_counter() - started
+    console.rule(f"2/4 pretrain: {s.pretrain_steps} steps of speed prediction")
 
     pre = train.main(["pretrain", "--data", str(pretrain_data), "--out", str(root / "pretrain"), *s.clip_args(), *s.model_args(),
                       *s.optim_args(s.pretrain_steps), *quiet])
@@ -110,7 +114,8 @@ def run_experiment(root: str | Path, s: DemoSettings = FULL) -> dict:
                                *s.model_args(), *quiet])
 
     finetune = {}
-    for name, init in (("pretrained", pre_ckpt), ("scratch", "scratch")):
+    for i, (name, init) in enumerate((("pretrained", pre_ckpt), ("scratch", "scratch"))):
+        console.rule(f"{3 + i}/4 fine-tune from {name}: {s.finetune_steps} steps")
         out = root / f"finetune_{name}"
         ft = train.main(["finetune", "--data", str(labelled), "--out", str(out), "--init", init, *s.clip_args(), *s.model_args(),
                          *s.optim_args(s.finetune_steps), *quiet])

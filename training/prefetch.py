@@ -10,6 +10,9 @@ Batches are dicts of tensors (and lists of strings, passed through). Three cases
   memory to the next copy while the step still reads it.
 * GPU training, batches already on the GPU (DALI mixed/GPU): no copy at all.
 
+Fetching a batch never advances the training process's torch RNG (see ``_next``), so dropout masks depend
+only on the step, not on when the loader started an epoch (exact resume).
+
 :attr:`Prefetcher.last_wait_s` is how long the training loop was blocked waiting for the batch it just
 received (loader time not hidden behind compute): the "data wait" of the progress display.
 """
