@@ -274,7 +274,7 @@ def test_ddp_per_rank_statistics_and_averaged_gradients(tmp_path) -> None:
     """Unconverted TGN under DDP (gloo, 2 CPU processes): each rank normalizes with its own statistics, and the
     all-reduced gradients equal the mean of the two single-process gradients."""
     torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     single = []
     for rank in range(2):
         torch.manual_seed(0)
