@@ -8,7 +8,6 @@ or skipping and counting it with ``skip_bad_samples``) and collates them.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 
