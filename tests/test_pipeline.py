@@ -331,3 +331,15 @@ def test_bench_measures_every_method(shards):
     assert result["detail"]["decoded_frames_per_clip"] >= 8  # at least the clip's span, plus GOP lead-in
     assert result["decode_limit_clips_per_s"] > 0 and result["config"]["workers"] == 1
     assert "decode_limit" in bench.table(result)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_mode_one_labelled_speed1_clip(shards, key_info, backend):
+    loader, batches = run(shards, backend, mode="train", batch_size=4, seed=2)
+    assert len(batches) == len(loader) == 2  # all 8 videos have >= T=8 frames
+    for b in batches:
+        assert b["clips"].shape == (4, 1, 8, 64, 64, 3)
+        assert torch.all(b["speeds"] == 1) and torch.all(b["speed_label"] == SPEEDS.index(1)) and torch.all(b["order_label"] == 0)
+        assert torch.all(b["frames"][:, 0, 1:] - b["frames"][:, 0, :-1] == 1)
+        np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frames"].numpy())
+        assert b["label"].tolist() == [key_info[k][2] for k in b["key"]]
