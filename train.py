@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import LoaderConfig, build_loader, list_shards
+from preprocess.shards import atomic_write
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
@@ -115,7 +116,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     channels_last = cfg.run.channels_last and device.type == "cuda"
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
     shards = list_shards(cfg.data.data, split=cfg.data.train_split)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from preprocess.shards import atomic_write
+
 console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
 
 
@@ -26,7 +28,7 @@ class MetricsLog:
             self.path.write_text("")
         else:
             kept = [line for line in read_jsonl(self.path) if line.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))  # a kill here keeps the old history
         self._file = open(self.path, "a")
 
     def write(self, record: dict) -> None:
