@@ -4,7 +4,6 @@ shard builder (``preprocess.build_shards``), and hand-edited copies of its shard
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +38,6 @@ def frame_numbers(clips: np.ndarray) -> np.ndarray:
     """Frame index drawn in every frame of uint8 clips (..., T, H, W, 3) -> (..., T)."""
     flat = clips.reshape(-1, *clips.shape[-3:])
     return np.array([read_frame_index(f) for f in flat]).reshape(clips.shape[:-3])
-
-
-def read_samples(tar_path: Path) -> dict[str, dict[str, bytes]]:
-    """key -> {ext: bytes} of a shard, in tar order."""
-    samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(tar_path) as tar:
-        for info in tar:
-            key, ext = info.name.split(".", 1)
-            samples.setdefault(key, {})[ext] = tar.extractfile(info).read()
-    return samples
 
 
 def write_tar(tar_path: Path, samples: dict[str, dict[str, bytes]]) -> Path:

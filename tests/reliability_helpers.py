@@ -13,12 +13,12 @@ import resource
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 from preprocess.shards import read_index
 from preprocess.synthetic import write_lavfi_video, write_numbered_video
+from preprocess_helpers import read_samples
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -112,13 +112,8 @@ def run_and_kill_at(args: list[str], delay_s: float) -> bool:
 
 
 def tar_samples(tar_path: Path) -> dict[str, dict[str, bytes]]:
-    """key -> {ext: bytes}, read member by member (nothing is extracted to disk)."""
-    samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(tar_path) as tar:
-        for info in tar:
-            key, ext = info.name.split(".", 1)
-            samples.setdefault(key, {})[ext] = tar.extractfile(info).read()
-    return samples
+    """key -> {ext: bytes} of one shard, read member by member (nothing is extracted to disk)."""
+    return read_samples([tar_path])
 
 
 def check_visible_shards(out: Path) -> dict[str, dict]:

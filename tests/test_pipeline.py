@@ -228,11 +228,11 @@ def test_augmented_clips_use_the_drawn_views(shards):
 
 # ---------------------------------------------------------------- bad samples
 def _good_samples(shards, count=4):
-    from pipeline_helpers import read_samples
+    from preprocess_helpers import read_samples
 
     good = {}
     for tar_path in shards:
-        for key, members in read_samples(tar_path).items():
+        for key, members in read_samples([tar_path]).items():
             if json.loads(members["json"])["frames"] >= 40 and len(good) < count:
                 good[key] = members
     return good
