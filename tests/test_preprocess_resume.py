@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from preprocess_helpers import read_samples
+from reliability_helpers import group_alive
 
 from preprocess import build_shards
 from preprocess.shards import read_index
@@ -26,14 +27,6 @@ def _start(src: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _kill_when(proc: subprocess.Popen, staged: Path, results: int, *, whole_group: bool, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while len(list(staged.glob("*.result.json"))) < results:
@@ -46,9 +39,9 @@ def _kill_when(proc: subprocess.Popen, staged: Path, results: int, *, whole_grou
         proc.kill()
     proc.wait()
     deadline = time.monotonic() + 10
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
+    while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _group_alive(proc.pid), "processes outlived the killed builder"
+    assert not group_alive(proc.pid), "processes outlived the killed builder"
 
 
 def _visible_shards_are_complete(out: Path) -> None:
