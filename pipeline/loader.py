@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "dali", "reference")
 #: What ``backend="auto"`` runs without a GPU, chosen by ``python -m pipeline bench`` (BENCHMARKS.md): DALI's
-#: CPU decoder cannot seek, so decoding the union of a sample's clips with torchcodec is faster here.
+#: CPU decoder cannot seek, so the reference backend's one-pass PyAV decode of the union of a sample's clips
+#: (jumping to a keyframe when that saves work) is as fast in pretext mode and faster for single clips and long videos.
 CPU_DEFAULT = "reference"
 
 
