@@ -66,16 +66,28 @@ def decord_frames(data: bytes, indices) -> np.ndarray:
 _RGB = VideoReformatter()
 
 
-def pyav_union_frames(data: bytes, indices, *, check=None) -> np.ndarray:
-    """Frames ``indices`` (sorted, unique) of an encoded video: (N, H, W, 3) uint8, decoding each frame at
-    most once with one single-threaded libavcodec decoder.
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``frame`` converted to RGB: an (H, W, 3) uint8 view of the converted frame's own buffer (no copy;
+    the array keeps that buffer alive)."""
+    rgb = _RGB.reformat(frame, format="rgb24")
+    plane = rgb.planes[0]
+    rows = np.frombuffer(plane, np.uint8)[: rgb.height * plane.line_size].reshape(rgb.height, plane.line_size)
+    return rows[:, : rgb.width * 3].reshape(rgb.height, rgb.width, 3)
+
+
+def pyav_union_decode(data: bytes, indices, *, check=None):
+    """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
+    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a read-only view; copy what you keep
+    past the next frame only if you need it writable). Each frame is decoded at most once by one
+    single-threaded libavcodec decoder.
 
     The packets are demuxed once (cheap: no decoding); for each wanted frame the decoder continues from
     where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
     the packet list). So a sample's clips cost the union of their keyframe-to-last-frame ranges, the
     bench's decode limit, plus the RGB conversion of the wanted frames only. Needs presentation order ==
-    decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise.
+    decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise, before yielding.
     ``check(codec=, width=, height=, declared_frames=)`` is called after demuxing, before decoding.
+    Raises IndexError if a frame is past the end or the decoder does not return it.
     """
     wanted = [int(i) for i in indices]
     if any(b <= a for a, b in zip(wanted, wanted[1:])):
@@ -93,30 +105,36 @@ def pyav_union_frames(data: bytes, indices, *, check=None) -> np.ndarray:
         if wanted and wanted[-1] >= len(packets):
             raise IndexError(f"frame {wanted[-1]} requested, the video has {len(packets)}")
         index_of_pts = {p: i for i, p in enumerate(pts)}
+        position_of = {index: position for position, index in enumerate(wanted)}
         keyframes = np.flatnonzero([p.is_keyframe for p in packets])
         context = stream.codec_context
-        got: dict[int, np.ndarray] = {}
-        next_packet = 0
-        wanted_set = set(wanted)
+        next_packet, done = 0, 0  # packets fed to the decoder; wanted frames yielded (they come in order)
         for target in wanted:
-            if target in got:
+            if done > position_of[target]:  # already returned while decoding towards an earlier target
                 continue
             lead = int(keyframes[keyframes <= target].max()) if keyframes.size and keyframes[0] <= target else 0
             if lead > next_packet:  # jumping to the keyframe is cheaper than decoding on
                 context.flush_buffers()
                 next_packet = lead
-            while target not in got and next_packet < len(packets):
-                for frame in context.decode(packets[next_packet]):
-                    index = index_of_pts.get(frame.pts)
-                    if index in wanted_set:
-                        got[index] = _RGB.reformat(frame, format="rgb24").to_ndarray()
+            while done <= position_of[target] and next_packet <= len(packets):
+                # the last round drains frames still inside the decoder at the end of the stream
+                frames = context.decode(packets[next_packet] if next_packet < len(packets) else None)
                 next_packet += 1
-            if target not in got:  # frames still inside the decoder at the end of the stream
-                for frame in context.decode(None):
-                    index = index_of_pts.get(frame.pts)
-                    if index in wanted_set:
-                        got[index] = _RGB.reformat(frame, format="rgb24").to_ndarray()
-    missing = [i for i in wanted if i not in got]
-    if missing:
-        raise IndexError(f"decoder did not return frames {missing[:5]}")
-    return np.stack([got[i] for i in wanted])
+                for frame in frames:
+                    position = position_of.get(index_of_pts.get(frame.pts))
+                    if position is not None and position >= done:
+                        if position != done:
+                            raise IndexError(f"decoder skipped frame {wanted[done]}")
+                        yield position, _rgb(frame)
+                        done += 1
+            if done <= position_of[target]:
+                raise IndexError(f"decoder did not return frame {target}")
+
+
+def pyav_union_frames(data: bytes, indices, *, check=None) -> np.ndarray:
+    """Frames ``indices`` (sorted, unique) of an encoded video stacked: (N, H, W, 3) uint8 (see
+    :func:`pyav_union_decode`)."""
+    frames = [frame for _, frame in pyav_union_decode(data, indices, check=check)]
+    if not frames:
+        raise IndexError("no frames requested")
+    return np.stack(frames)

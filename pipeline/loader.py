@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from pipeline.augment import normalize
+from pipeline.augment import normalize_batch
 from pipeline.config import LoaderConfig
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
 from pipeline.shards import BadSampleError, scan_shards
@@ -29,9 +29,10 @@ CPU_DEFAULT = "reference"
 
 
 def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool = True, pin: bool = False) -> dict:
-    clips = torch.stack([r.clips for r in results])  # (B, K, T, S, S, 3) uint8
     if normalized:
-        clips = normalize(clips, cfg.mean, cfg.std)  # (B, K, 3, T, S, S) float32
+        clips = normalize_batch([r.clips for r in results], cfg.mean, cfg.std)  # (B, K, 3, T, S, S) float32
+    else:
+        clips = torch.stack([r.clips for r in results])  # (B, K, T, S, S, 3) uint8
     if pin:
         clips = clips.pin_memory()
     return {
@@ -124,7 +125,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     """A loader over ``shards`` (tar paths, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
-    ``"reference"`` (torch DataLoader + torchcodec) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise).
+    ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise).
     ``num_workers``: DataLoader worker processes (reference) or DALI CPU threads (dali).
     ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).

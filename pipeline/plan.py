@@ -123,6 +123,10 @@ def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
     expected = (len(plan.union), record.meta["height"], record.meta["width"], 3)
     if tuple(decoded.shape) != expected:
         raise BadSampleError(record.shard, record.key, f"decoder returned frames of shape {tuple(decoded.shape)}, expected {expected}")
-    clips = assemble_clips(decoded, plan.positions, plan.views)  # (K, T, S, S, 3) uint8
-    c = plan.clips
+    return sample_result(plan, assemble_clips(decoded, plan.positions, plan.views))
+
+
+def sample_result(plan: SamplePlan, clips: torch.Tensor) -> SampleResult:
+    """The result of ``plan`` once its clips, uint8 (K, T, S, S, 3), are cut."""
+    record, c = plan.record, plan.clips
     return SampleResult(record.key, record.video_id, record.label, c.frames, c.speeds, c.speed_label, c.order_label, clips)

@@ -1,8 +1,14 @@
 """Reference backend: ``torch.utils.data.DataLoader`` worker processes, each reading a sample's bytes from its
 shard, drawing its clips with the shared sampler and decoding the union of their frames in one pass
-(``decode.pyav_union_frames``: single-threaded libavcodec that jumps to a keyframe only when that saves
+(``decode.pyav_union_decode``: single-threaded libavcodec that jumps to a keyframe only when that saves
 decoding; torchcodec when frames are reordered). The CPU default, the correctness oracle for DALI, and a
-benchmark baseline."""
+benchmark baseline.
+
+When the stored frames already have the size the views crop from (shards built at ``--short-side`` equal
+to the loader's ``resize``, the usual case), each decoded frame's crops are copied straight into the
+sample's output tensor (``augment.ClipWriter``), which a worker allocates in shared memory so that handing
+it to the training process copies nothing. Otherwise the frames are stacked, resized once and cut
+(``augment.assemble_clips``), exactly as the DALI backend does."""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ import functools
 import multiprocessing
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from pipeline.augment import ClipWriter, needs_resize
 from pipeline.config import LoaderConfig
-from pipeline.decode import pyav_union_frames, torchcodec_decoder
-from pipeline.plan import drive, finish_sample, plan_sample, work_item
+from pipeline.decode import pyav_union_decode, pyav_union_frames, torchcodec_decoder
+from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, sample_result, work_item
 from pipeline.shards import BadSampleError, SampleRecord, check_stream
 
 
@@ -28,6 +35,8 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
         check = functools.partial(check_stream, record)
         try:
             try:
+                if not needs_resize(plan.views, record.meta["height"], record.meta["width"]):
+                    return sample_result(plan, _write_clips(plan, data, check))
                 decoded = torch.from_numpy(pyav_union_frames(data, plan.union, check=check))
             except ValueError:  # frames reordered (B-frames): torchcodec handles any order
                 decoder = torchcodec_decoder(data)
@@ -43,6 +52,25 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
         return e
     except OSError as e:
         return BadSampleError(record.shard, record.key, f"read failed: {e}")
+
+
+def _write_clips(plan: SamplePlan, data: bytes, check) -> torch.Tensor:
+    """Decode ``plan.union`` and copy each frame's crops into the clips as it comes: uint8 (K, T, S, S, 3).
+    Raises ValueError (before decoding) if the video's frames are reordered, like ``pyav_union_decode``."""
+    k, t = plan.positions.shape
+    size = plan.views[0].size
+    out = torch.empty((k, t, size, size, 3), dtype=torch.uint8)
+    if get_worker_info() is not None:  # in a worker: the DataLoader then passes the tensor by handle, not by copy
+        out.share_memory_()
+    writer = ClipWriter(plan.positions, plan.views, out=out)
+    for position, frame in pyav_union_decode(data, plan.union, check=check):
+        try:
+            writer.put(position, frame)
+        except ValueError as e:
+            raise BadSampleError(plan.record.shard, plan.record.key, f"decoder returned {e}") from None
+    if writer.missing():
+        raise BadSampleError(plan.record.shard, plan.record.key, f"decoder did not return frames {plan.union[writer.missing()[:5]]}")
+    return writer.clips
 
 
 class _Items(Dataset):

@@ -30,6 +30,8 @@ from preprocess.media import EncodeParams, Rejection, SourceInfo, _Reject, check
 from preprocess.synthetic import write_numbered_video
 
 CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
+# stored frames are 96x64: resize 64 needs no resizing, so the decoded frames go straight into the clips (ClipWriter)
+DIRECT_CFG = LoaderConfig(mode="pretext", num_frames=4, speeds=(-2, 1, 2), num_clips=2, batch_size=1, resize=64, crop_size=32)
 STAGES = {"input", "probe", "transcode", "validate"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -124,20 +126,21 @@ def _shard_with(directory: Path, video: bytes, meta: bytes) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize("cfg,shape", [(CFG, (1, 4, 32, 32, 3)), (DIRECT_CFG, (2, 4, 32, 32, 3))], ids=["resized", "direct"])
 @given(data=st.data())
 @FUZZ
-def test_reference_decode_gives_clips_or_a_named_error(stored, data):
+def test_reference_decode_gives_clips_or_a_named_error(stored, cfg, shape, data):
     blob = data.draw(damaged(stored["mp4"]))
     with tempfile.TemporaryDirectory() as tmp:
         shard = _shard_with(Path(tmp), blob, stored["json"])
         ((record,), bad) = scan_shards([shard])
         assert bad == []
-        result = load_sample(record, 0, CFG, epoch=0)
+        result = load_sample(record, 0, cfg, epoch=0)
         event(result.reason.split(":")[0][:40] if isinstance(result, BadSampleError) else "decoded")
         if isinstance(result, BadSampleError):
             assert (result.shard, result.key) == (shard, "clip") and result.reason
         else:
-            assert tuple(result.clips.shape) == (1, 4, 32, 32, 3)
+            assert tuple(result.clips.shape) == shape
             assert list(result.frames[0]) == list(range(result.frames[0][0], result.frames[0][0] + 4))
 
 

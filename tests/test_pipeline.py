@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline import LoaderConfig, build_loader, list_shards
-from pipeline.augment import View, assemble_clips
+from pipeline.augment import ClipWriter, View, assemble_clips
 from pipeline_helpers import VIDEOS, build_numbered_shards, frame_numbers
 
 BACKENDS = ["reference", "dali"]
@@ -188,6 +188,16 @@ def test_normalized_output_is_standardized_uint8(shards):
     torch.testing.assert_close(y, expected.permute(0, 1, 5, 2, 3, 4))
 
 
+def test_normalize_batch_equals_normalize_of_the_stack():
+    from pipeline.augment import normalize, normalize_batch
+
+    samples = [torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8) for _ in range(3)]
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    batch = normalize_batch(samples, mean, std)
+    assert batch.shape == (3, 2, 3, 3, 5, 7) and batch.dtype == torch.float32
+    assert torch.equal(batch, normalize(torch.stack(samples), mean, std))
+
+
 def test_augmentation_is_one_crop_and_flip_per_clip():
     frames = torch.randint(0, 256, (5, 20, 30, 3), dtype=torch.uint8)
     positions = np.array([[4, 2, 0], [1, 1, 3]])
@@ -196,6 +206,61 @@ def test_augmentation_is_one_crop_and_flip_per_clip():
     assert clips.shape == (2, 3, 10, 10, 3)
     torch.testing.assert_close(clips[0], frames[[4, 2, 0], 3:13, 7:17])
     torch.testing.assert_close(clips[1], frames[[1, 1, 3], 10:20, 20:30].flip(2))
+
+
+def test_clip_writer_is_assemble_clips_one_frame_at_a_time():
+    """The reference backend's direct path (no resize) gives exactly what ``assemble_clips`` gives, for any
+    positions (repeats, shared frames), crops touching every edge, and flips; it reports frames not given."""
+    rng = np.random.default_rng(0)
+    frames = torch.randint(0, 256, (9, 20, 30, 3), dtype=torch.uint8)
+    positions = rng.integers(0, 9, size=(4, 6))
+    positions[0] = [0, 0, 8, 8, 3, 3]
+    views = [View((20, 30), 0, 0, 10, True), View((20, 30), 10, 20, 10, True), View((20, 30), 5, 0, 10, False),
+             View((20, 30), 10, 20, 10, False)]
+    writer = ClipWriter(positions, views)
+    used = sorted(set(positions.flat))
+    for u in used[:-1]:
+        writer.put(u, frames[u].numpy())
+    assert writer.missing() == [used[-1]]
+    writer.put(used[-1], frames[used[-1]].numpy())
+    assert writer.missing() == []
+    assert torch.equal(writer.clips, assemble_clips(frames, positions, views))
+    with pytest.raises(ValueError, match="shape"):
+        writer.put(0, frames[0, :10].numpy())
+
+
+def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
+    """resize == the stored short side (128): the reference backend copies crops straight from each decoded
+    frame (in a worker, into shared memory); the clips equal those of the stack-then-cut path exactly, and
+    agree with DALI's within decoder tolerance."""
+    from pipeline.decode import pyav_union_frames
+    from pipeline.plan import finish_sample, plan_sample
+    from pipeline.shards import scan_shards
+
+    common = dict(seed=6, resize=128, crop_size=96, augment=True)
+    _, ref = run(shards, "reference", num_workers=1, **common)
+    _, dali = run(shards, "dali", **common)
+    cfg = LoaderConfig(**{**RAW, **common})
+    records = {r.key: r for r in scan_shards(shards)[0]}
+    worst = 0
+    for a, b in zip(ref, dali, strict=True):
+        assert a["key"] == b["key"] and torch.equal(a["frames"], b["frames"])
+        worst = max(worst, int((a["clips"].int() - b["clips"].int()).abs().max()))
+        for i, key in enumerate(a["key"]):
+            plan = plan_sample(records[key], cfg, epoch=0)
+            assert plan.views[0].resize_hw == (128, 176)  # the direct path's condition
+            stacked = finish_sample(plan, torch.from_numpy(pyav_union_frames(records[key].read_video(), plan.union)))
+            assert torch.equal(a["clips"][i], stacked.clips)
+    assert worst <= PIXEL_TOLERANCE
+
+    import pipeline.reference as reference
+
+    def no_stacking(*args, **kwargs):
+        raise AssertionError("the direct path stacked the frames")
+
+    monkeypatch.setattr(reference, "pyav_union_frames", no_stacking)
+    result = reference.load_sample(records[ref[0]["key"][0]], 0, cfg, 0)
+    assert torch.equal(result.clips, ref[0]["clips"][0])
 
 
 def test_augmented_clips_use_the_drawn_views(shards):
