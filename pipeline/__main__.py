@@ -49,6 +49,7 @@ def main(argv=None) -> None:
     _add_clip_args(b, num_clips=4)
     b.add_argument("--samples", type=int, default=36, help="samples timed per method and setting")
     b.add_argument("--workers", type=int, default=1, help="reference worker processes / DALI CPU threads")
+    b.add_argument("--repeats", type=int, default=3, help="rounds per setting (every method once per round); medians are reported")
     b.add_argument("--per-speed", action="store_true", help="also time single clips at each speed |s| (for the plot)")
     b.add_argument("--compare-codecs", type=Path, metavar="WORKDIR",
                    help="build vp9 GOP 16, vp9 GOP 250 and mjpeg shards from the embedded footage in WORKDIR and time each "
@@ -69,9 +70,11 @@ def main(argv=None) -> None:
 
         cfg = _config(args, batch_size=4)
         if args.compare_codecs:
-            result = bench.compare_codecs(args.compare_codecs, cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed)
+            result = bench.compare_codecs(args.compare_codecs, cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
+                                           repeats=args.repeats)
         else:
-            result = bench.run_all(_shards(args), cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed)
+            result = bench.run_all(_shards(args), cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
+                                           repeats=args.repeats)
         print(bench.table(result))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ All methods read the same samples with the same sampler draws (the loader's epoc
   clips need, including the GOP lead-in: for every clip, from the keyframe at or before its first frame to
   its last frame, the union over a sample's clips (what an ideal seeking decoder would decode).
 
-torch runs with one intra-op thread throughout, so the only parallelism is ``workers``.
+torch runs with one intra-op thread throughout, so the only parallelism is ``workers``. Every setting is
+measured in ``repeats`` rounds (all methods one after the other in each); the results are medians over the
+rounds, and a method's ratio to the decode limit is the median of its per-round ratios.
 """
 
 from __future__ import annotations
@@ -107,55 +109,83 @@ def _required_frames(plan, keyframes: np.ndarray) -> int:
     return int(needed.sum())
 
 
-def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int) -> dict:
-    """clips/s of every method on one shard set and one config (see module docstring)."""
-    torch.set_num_threads(1)
-    result: dict = {"clips_per_s": {}, "errors": {}}
+def _time_methods(shards, cfg, *, samples: int, workers: int, result: dict) -> list[tuple[int, str]] | None:
+    """One round: clips/s of the two loaders into ``result`` (or the reason one cannot run); returns the
+    (epoch, key) order the loaders read, which the other methods then read too."""
     seen = None
     for backend in ("reference", "dali"):
         try:
             rate, order = _time_loader(shards, cfg, backend, samples, workers)
-            result["clips_per_s"][backend] = round(rate, 2)
+            result["clips_per_s"][backend] = rate
             seen = seen or order
         except Exception as e:  # noqa: BLE001 -- recorded with its reason, not dropped
             result["clips_per_s"][backend] = None
             result["errors"][backend] = f"{type(e).__name__}: {e}"[:300]
-    if seen is None:
-        raise RuntimeError(f"no loader ran: {result['errors']}")
+    return seen
+
+
+def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, repeats: int = 3) -> dict:
+    """clips/s of every method on one shard set and one config (see module docstring).
+
+    ``repeats`` rounds, each timing every method and the decode limit one after the other, so each round's
+    ratios compare measurements taken side by side; reported: per-method medians over the rounds and the
+    median of the per-round ratios to the decode limit (``rounds`` holds every round)."""
+    torch.set_num_threads(1)
     records = {r.key: r for r in scan_shards(shards)[0]}
-    plans = [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
-    for name, decode in PEERS.items():
-        try:
-            result["clips_per_s"][name] = round(_time_per_clip(decode, plans, cfg), 2)
-        except Exception as e:  # noqa: BLE001
-            result["clips_per_s"][name] = None
-            result["errors"][name] = f"{type(e).__name__}: {e}"[:300]
-    datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
-    keyframes = {key: _keyframes(data) for key, data in datas.items()}
-    frames_per_s = _decode_rate(list(datas.values()))
-    required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
-    clips = sum(len(p.views) for p in plans)
-    result["decode_frames_per_s"] = round(frames_per_s, 1)
-    result["decoded_frames_per_clip"] = round(required / clips, 1)
-    result["decode_limit_clips_per_s"] = round(clips / (required / frames_per_s), 2)
-    result["samples"], result["clips"] = len(plans), clips
-    return result
+    rounds, errors, plans = [], {}, None
+    for _ in range(repeats):
+        this: dict = {"clips_per_s": {}, "errors": errors}
+        seen = _time_methods(shards, cfg, samples=samples, workers=workers, result=this)
+        if seen is None:
+            raise RuntimeError(f"no loader ran: {errors}")
+        plans = plans or [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
+        for name, decode in PEERS.items():
+            try:
+                this["clips_per_s"][name] = _time_per_clip(decode, plans, cfg)
+            except Exception as e:  # noqa: BLE001
+                this["clips_per_s"][name] = None
+                errors[name] = f"{type(e).__name__}: {e}"[:300]
+        datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
+        keyframes = {key: _keyframes(data) for key, data in datas.items()}
+        required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
+        clips = sum(len(p.views) for p in plans)
+        this["decode_frames_per_s"] = _decode_rate(list(datas.values()))
+        this["decode_limit_clips_per_s"] = clips / (required / this["decode_frames_per_s"])
+        del this["errors"]
+        rounds.append(this)
+    methods = rounds[0]["clips_per_s"]
+    return {
+        "clips_per_s": {m: _median([r["clips_per_s"][m] for r in rounds], 2) for m in methods},
+        "vs_decode_limit": {m: _median([_ratio(r["clips_per_s"][m], r["decode_limit_clips_per_s"]) for r in rounds], 3) for m in methods},
+        "errors": errors,
+        "decode_frames_per_s": _median([r["decode_frames_per_s"] for r in rounds], 1),
+        "decoded_frames_per_clip": round(required / clips, 1),
+        "decode_limit_clips_per_s": _median([r["decode_limit_clips_per_s"] for r in rounds], 2),
+        "samples": len(plans), "clips": clips, "repeats": repeats,
+        "rounds": [{"clips_per_s": {m: None if v is None else round(v, 2) for m, v in r["clips_per_s"].items()},
+                    "decode_limit_clips_per_s": round(r["decode_limit_clips_per_s"], 2)} for r in rounds],
+    }
 
 
-def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool) -> dict:
+def _median(values, digits: int):
+    values = [v for v in values if v is not None]
+    return round(float(np.median(values)), digits) if values else None
+
+
+def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool, repeats: int = 3) -> dict:
     """The headline pretext measurement, plus single clips per speed |s| when ``per_speed``."""
-    main = run_once(shards, cfg, samples=samples, workers=workers)
+    main = run_once(shards, cfg, samples=samples, workers=workers, repeats=repeats)
     default = "dali" if torch.cuda.is_available() else CPU_DEFAULT
     result = {
         "default": default,
         "clips_per_s": main["clips_per_s"],
         "decode_limit_clips_per_s": main["decode_limit_clips_per_s"],
-        "default_vs_decode_limit": _ratio(main["clips_per_s"].get(default), main["decode_limit_clips_per_s"]),
+        "default_vs_decode_limit": main["vs_decode_limit"].get(default),  # median of the rounds' side-by-side ratios
         "not_run": main["errors"],  # method -> why it could not run here
         "detail": main,
         "config": {
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("mean", "std")},
-            "workers": workers, "torch_threads": 1, "samples_timed": main["samples"], "shards": len(shards),
+            "workers": workers, "torch_threads": 1, "samples_timed": main["samples"], "repeats": repeats, "shards": len(shards),
             "video_bytes": sum(Path(s).stat().st_size for s in shards),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, GPU: {torch.cuda.is_available()}",
         },
@@ -164,7 +194,7 @@ def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int,
         result["per_speed"] = {}
         for speed in sorted({abs(s) for s in cfg.speeds}):
             single = dataclasses.replace(cfg, speeds=(speed,), num_clips=1)
-            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers)
+            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers, repeats=repeats)
     return result
 
 
@@ -191,7 +221,7 @@ rendered 250-frame scenes, each ``COPIES`` times."""
     return src
 
 
-def compare_codecs(workdir: Path, cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool) -> dict:
+def compare_codecs(workdir: Path, cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool, repeats: int = 3) -> dict:
     """Build the same sources as vp9 GOP 16, vp9 GOP 250 and mjpeg shards; time each (per speed: first only)."""
     from preprocess.build import build_shards
 
@@ -201,9 +231,9 @@ def compare_codecs(workdir: Path, cfg: LoaderConfig, *, samples: int, workers: i
         out = Path(workdir) / name
         build_shards(src, out, codec=codec, gop=gop, progress=False, workers=2)
         shards = list_shards(out)
-        run = run_all(shards, cfg, samples=samples, workers=workers, per_speed=per_speed and result is None)
+        run = run_all(shards, cfg, samples=samples, workers=workers, per_speed=per_speed and result is None, repeats=repeats)
         codecs[name] = {"codec": codec, "gop": gop, "bytes": run["config"]["video_bytes"], "clips_per_s": run["clips_per_s"],
-                        "decode_limit_clips_per_s": run["decode_limit_clips_per_s"],
+                        "decode_limit_clips_per_s": run["decode_limit_clips_per_s"], "vs_decode_limit": run["detail"]["vs_decode_limit"],
                         "decoded_frames_per_clip": run["detail"]["decoded_frames_per_clip"]}
         if result is None:
             result = run
@@ -227,7 +257,8 @@ def table(result: dict) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     errors = result["detail"]["errors"]
-    lines += [f"clips/s; T={cfg['num_frames']}, {cfg['workers']} worker(s)/thread(s), torch 1 thread, {cfg['machine']}; "
+    lines += [f"clips/s, medians of {cfg['repeats']} rounds; T={cfg['num_frames']}, {cfg['workers']} worker(s)/thread(s), "
+              f"torch 1 thread, {cfg['machine']}; "
               f"default backend here: {result['default']} ({result['default_vs_decode_limit']} of the decode limit)"]
     lines += [f"{m} did not run: {e}" for m, e in errors.items()]
     return "\n".join(lines)

@@ -389,13 +389,17 @@ def test_bench_measures_every_method(shards):
     from pipeline import bench
 
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
-    result = bench.run_all(shards, cfg, samples=4, workers=1, per_speed=False)
+    result = bench.run_all(shards, cfg, samples=4, workers=1, per_speed=False, repeats=2)
     assert result["default"] == "reference"
     assert set(result["clips_per_s"]) == {"dali", "reference", "pyav_per_clip", "torchcodec_per_clip", "decord_per_clip"}
     assert all(v is not None and v > 0 for v in result["clips_per_s"].values()), result["detail"]["errors"]
     assert result["detail"]["decoded_frames_per_clip"] >= 8  # at least the clip's span, plus GOP lead-in
     assert result["decode_limit_clips_per_s"] > 0 and result["config"]["workers"] == 1
-    assert "decode_limit" in bench.table(result)
+    rounds = result["detail"]["rounds"]
+    assert len(rounds) == result["config"]["repeats"] == 2
+    ratios = [r["clips_per_s"]["reference"] / r["decode_limit_clips_per_s"] for r in rounds]
+    assert result["default_vs_decode_limit"] == pytest.approx(np.median(ratios), abs=2e-3)  # side-by-side ratios, median
+    assert "decode_limit" in bench.table(result) and "medians of 2 rounds" in bench.table(result)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
