@@ -77,9 +77,8 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 
 def pyav_union_decode(data: bytes, indices, *, check=None):
     """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
-    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a read-only view; copy what you keep
-    past the next frame only if you need it writable). Each frame is decoded at most once by one
-    single-threaded libavcodec decoder.
+    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a view of the converted frame's own buffer, see
+    :func:`_rgb`). Each frame is decoded at most once by one single-threaded libavcodec decoder.
 
     The packets are demuxed once (cheap: no decoding); for each wanted frame the decoder continues from
     where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
