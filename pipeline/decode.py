@@ -66,7 +66,7 @@ def decord_frames(data: bytes, indices) -> np.ndarray:
 _RGB = VideoReformatter()
 
 
-def _rgb(frame: av.VideoFrame) -> np.ndarray:
+def rgb_view(frame: av.VideoFrame) -> np.ndarray:
     """``frame`` converted to RGB: an (H, W, 3) uint8 view of the converted frame's own buffer (no copy;
     the array keeps that buffer alive)."""
     rgb = _RGB.reformat(frame, format="rgb24")
@@ -75,16 +75,17 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return rows[:, : rgb.width * 3].reshape(rgb.height, rgb.width, 3)
 
 
-def pyav_union_decode(data: bytes, indices, *, check=None):
+def pyav_union_decode(data: bytes, indices, *, check=None, rgb: bool = True):
     """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
-    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a view of the converted frame's own buffer, see
-    :func:`_rgb`). Each frame is decoded at most once by one single-threaded libavcodec decoder.
+    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a view of the converted frame's
+    own buffer, see :func:`rgb_view`), or with ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each
+    frame is decoded at most once by one single-threaded libavcodec decoder.
 
     The packets are demuxed once (cheap: no decoding); for each wanted frame the decoder continues from
     where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
     the packet list). So a sample's clips cost the union of their keyframe-to-last-frame ranges, the
-    bench's decode limit, plus the RGB conversion of the wanted frames only. Needs presentation order ==
-    decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise, before yielding.
+    bench's decode limit, plus the RGB conversion of the wanted frames only (none with ``rgb=False``).
+    Needs presentation order == decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise, before yielding.
     ``check(codec=, width=, height=, declared_frames=)`` is called after demuxing, before decoding.
     Raises IndexError if a frame is past the end or the decoder does not return it.
     """
@@ -124,7 +125,7 @@ def pyav_union_decode(data: bytes, indices, *, check=None):
                     if position is not None and position >= done:
                         if position != done:
                             raise IndexError(f"decoder skipped frame {wanted[done]}")
-                        yield position, _rgb(frame)
+                        yield position, rgb_view(frame) if rgb else frame
                         done += 1
             if done <= position_of[target]:
                 raise IndexError(f"decoder did not return frame {target}")

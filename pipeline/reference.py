@@ -5,9 +5,11 @@ decoding; torchcodec when frames are reordered). The CPU default, the correctnes
 benchmark baseline.
 
 When the stored frames already have the size the views crop from (shards built at ``--short-side`` equal
-to the loader's ``resize``, the usual case), each decoded frame's crops are copied straight into the
-sample's output tensor (``augment.ClipWriter``), which a worker allocates in shared memory so that handing
-it to the training process copies nothing. Otherwise the frames are stacked, resized once and cut
+to the loader's ``resize``, the usual case), each decoded frame's crops are copied as they come into the
+sample's output tensor, which a worker allocates in shared memory so that handing it to the training
+process copies nothing: for yuv420p frames the crops are cut in YUV and only they are converted to RGB,
+one call per clip (``yuv_clips.YuvClipWriter``), other formats are converted whole and cut
+(``augment.ClipWriter``). Otherwise the frames are stacked, resized once and cut
 (``augment.assemble_clips``), exactly as the DALI backend does."""
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from pipeline.augment import ClipWriter, needs_resize
 from pipeline.config import LoaderConfig
-from pipeline.decode import pyav_union_decode, pyav_union_frames, torchcodec_decoder
+from pipeline.decode import pyav_union_decode, pyav_union_frames, rgb_view, torchcodec_decoder
 from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, sample_result, work_item
 from pipeline.shards import BadSampleError, SampleRecord, check_stream
+from pipeline.yuv_clips import YuvClipWriter
 
 
 def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int):
@@ -54,23 +57,41 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
         return BadSampleError(record.shard, record.key, f"read failed: {e}")
 
 
+class _RgbWriter(ClipWriter):
+    """ClipWriter fed with decoded ``av.VideoFrame``s: each is converted to RGB whole, then cut."""
+
+    def put(self, position: int, frame) -> None:
+        super().put(position, rgb_view(frame))
+
+    def finish(self) -> torch.Tensor:
+        return self.clips
+
+
 def _write_clips(plan: SamplePlan, data: bytes, check) -> torch.Tensor:
-    """Decode ``plan.union`` and copy each frame's crops into the clips as it comes: uint8 (K, T, S, S, 3).
-    Raises ValueError (before decoding) if the video's frames are reordered, like ``pyav_union_decode``."""
+    """Decode ``plan.union`` and cut each frame's crops into the clips as it comes: uint8 (K, T, S, S, 3).
+    yuv420p frames go through ``YuvClipWriter`` (only the crops are converted to RGB), others through
+    ``ClipWriter``. Raises ValueError (before decoding) if the video's frames are reordered, like
+    ``pyav_union_decode``."""
     k, t = plan.positions.shape
     size = plan.views[0].size
     out = torch.empty((k, t, size, size, 3), dtype=torch.uint8)
     if get_worker_info() is not None:  # in a worker: the DataLoader then passes the tensor by handle, not by copy
         out.share_memory_()
-    writer = ClipWriter(plan.positions, plan.views, out=out)
-    for position, frame in pyav_union_decode(data, plan.union, check=check):
+    writer = None
+    for position, frame in pyav_union_decode(data, plan.union, check=check, rgb=False):
+        if writer is None:
+            if YuvClipWriter.accepts(frame, plan.views):
+                writer = YuvClipWriter(plan.positions, plan.views, frame, out=out)
+            else:
+                writer = _RgbWriter(plan.positions, plan.views, out=out)
         try:
             writer.put(position, frame)
         except ValueError as e:
             raise BadSampleError(plan.record.shard, plan.record.key, f"decoder returned {e}") from None
-    if writer.missing():
-        raise BadSampleError(plan.record.shard, plan.record.key, f"decoder did not return frames {plan.union[writer.missing()[:5]]}")
-    return writer.clips
+    if writer is None or writer.missing():
+        missing = plan.union if writer is None else plan.union[writer.missing()]
+        raise BadSampleError(plan.record.shard, plan.record.key, f"decoder did not return frames {missing[:5]}")
+    return writer.finish()
 
 
 class _Items(Dataset):

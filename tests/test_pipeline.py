@@ -229,6 +229,55 @@ def test_clip_writer_is_assemble_clips_one_frame_at_a_time():
         writer.put(0, frames[0, :10].numpy())
 
 
+def _random_yuv_frame(rng, width: int, height: int, colorspace: int):
+    import av
+
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8)[: plane.line_size * plane.height].reshape(plane.height, plane.line_size)
+        rows[:] = rng.integers(0, 256, rows.shape, dtype=np.uint8)
+    frame.colorspace = colorspace
+    return frame
+
+
+@pytest.mark.parametrize("size", [9, 10])
+@pytest.mark.parametrize("colorspace", [1, 5], ids=["bt709", "bt601"])
+def test_yuv_clip_writer_is_bit_identical_to_converting_whole_frames(size, colorspace):
+    """Crops cut in YUV (even-aligned boxes) and converted one tall frame per clip == whole frames converted
+    to RGB and cut by ``assemble_clips``: odd and even offsets, crops on every edge, flips, repeated frames."""
+    from pipeline.decode import rgb_view
+    from pipeline.yuv_clips import YuvClipWriter
+
+    rng = np.random.default_rng(size)
+    height, width = 16, 22
+    frames = [_random_yuv_frame(rng, width, height, colorspace) for _ in range(7)]
+    positions = np.array([[0, 0, 6, 3], [1, 2, 3, 4], [6, 5, 4, 3], [2, 2, 2, 2], [5, 0, 1, 6]])
+    views = [View((height, width), 0, 0, size, False), View((height, width), height - size, width - size, size, True),
+             View((height, width), 3, 7, size, True), View((height, width), 2, 4, size, False),
+             View((height, width), 1, width - size, size, False)]
+    assert YuvClipWriter.accepts(frames[0], views)
+    writer = YuvClipWriter(positions, views, frames[0])
+    for u, frame in enumerate(frames):
+        writer.put(u, frame)
+    assert writer.missing() == []
+    whole = torch.from_numpy(np.stack([rgb_view(f).copy() for f in frames]))
+    assert torch.equal(writer.finish(), assemble_clips(whole, positions, views))
+    with pytest.raises(ValueError, match="expected yuv420p"):
+        writer.put(0, frames[0].reformat(format="yuv444p"))
+
+
+def test_yuv_clip_writer_declines_what_it_cannot_cut():
+    import av
+
+    from pipeline.yuv_clips import YuvClipWriter
+
+    views = [View((16, 22), 0, 0, 14, False)]
+    assert YuvClipWriter.accepts(av.VideoFrame(22, 16, "yuv420p"), views)
+    assert not YuvClipWriter.accepts(av.VideoFrame(22, 16, "yuvj422p"), views)  # e.g. MJPEG: other chroma layout
+    assert not YuvClipWriter.accepts(av.VideoFrame(22, 16, "yuv420p"), [View((16, 22), 0, 0, 16, False)])  # no room for the box
+    assert not YuvClipWriter.accepts(av.VideoFrame(24, 16, "yuv420p"), views)  # frames of another size than the views'
+
+
 def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
     """resize == the stored short side (128): the reference backend copies crops straight from each decoded
     frame (in a worker, into shared memory); the clips equal those of the stack-then-cut path exactly, and
