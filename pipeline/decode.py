@@ -85,7 +85,8 @@ def pyav_union_decode(data: bytes, indices, *, check=None, rgb: bool = True):
     where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
     the packet list). So a sample's clips cost the union of their keyframe-to-last-frame ranges, the
     bench's decode limit, plus the RGB conversion of the wanted frames only (none with ``rgb=False``).
-    Needs presentation order == decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError otherwise, before yielding.
+    Needs presentation order == decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError
+    otherwise, before yielding anything.
     ``check(codec=, width=, height=, declared_frames=)`` is called after demuxing, before decoding.
     Raises IndexError if a frame is past the end or the decoder does not return it.
     """
