@@ -77,6 +77,26 @@ def needs_resize(views: list[View], height: int, width: int) -> bool:
     return views[0].resize_hw != (height, width)
 
 
+def clip_buffer(positions: np.ndarray, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The uint8 (K, T, size, size, 3) tensor that clips at ``positions`` (K, T) are written into: ``out``,
+    checked, or a new one."""
+    k, t = np.shape(positions)
+    shape = (k, t, size, size, 3)
+    if out is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    if tuple(out.shape) != shape or out.dtype != torch.uint8:
+        raise ValueError(f"out must be uint8 of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
+def slots_by_frame(positions: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Union position -> the (clip, time) slots of ``positions`` (K, T) that show that frame."""
+    uses: dict[int, list[tuple[int, int]]] = {}
+    for (k, t), u in np.ndenumerate(np.asarray(positions)):
+        uses.setdefault(int(u), []).append((k, t))
+    return uses
+
+
 class ClipWriter:
     """:func:`assemble_clips` one decoded frame at a time, for views that need no resize: each frame's crops
     are copied straight into the (K, T, S, S, 3) output, the only copy of the pixels after decoding
@@ -87,19 +107,12 @@ class ClipWriter:
     """
 
     def __init__(self, positions: np.ndarray, views: list[View], *, out: torch.Tensor | None = None):
-        positions = np.asarray(positions)
-        k, t = positions.shape
-        size = views[0].size
         if len({v.resize_hw for v in views}) != 1:
             raise ValueError("all clips of a sample share one resize")
-        self.clips = torch.empty((k, t, size, size, 3), dtype=torch.uint8) if out is None else out
-        if tuple(self.clips.shape) != (k, t, size, size, 3) or self.clips.dtype != torch.uint8:
-            raise ValueError(f"out must be uint8 of shape {(k, t, size, size, 3)}, got {self.clips.dtype} {tuple(self.clips.shape)}")
+        self.clips = clip_buffer(positions, views[0].size, out)
         self._out = self.clips.numpy()
         self.frame_hw = views[0].resize_hw
-        self._uses: dict[int, list[tuple[int, int]]] = {}  # union position -> the (clip, time) slots showing it
-        for (ki, ti), u in np.ndenumerate(positions):
-            self._uses.setdefault(int(u), []).append((ki, ti))
+        self._uses = slots_by_frame(positions)
         self._windows = [(slice(v.top, v.top + v.size), slice(v.left, v.left + v.size), v.flip) for v in views]
         self._pending = set(self._uses)
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from pipeline.augment import View
+from pipeline.augment import View, clip_buffer, slots_by_frame
 
 #: The pixel format this path handles (VP9/H.264 shards decode to it).
 FORMAT = "yuv420p"
@@ -55,12 +55,9 @@ class YuvClipWriter:
                 and all(v.resize_hw == (height, width) for v in views))
 
     def __init__(self, positions: np.ndarray, views: list[View], first: av.VideoFrame, *, out: torch.Tensor | None = None):
-        positions = np.asarray(positions)
-        k, t = positions.shape
+        k, t = np.shape(positions)
         size = views[0].size
-        self.clips = torch.empty((k, t, size, size, 3), dtype=torch.uint8) if out is None else out
-        if tuple(self.clips.shape) != (k, t, size, size, 3) or self.clips.dtype != torch.uint8:
-            raise ValueError(f"out must be uint8 of shape {(k, t, size, size, 3)}, got {self.clips.dtype} {tuple(self.clips.shape)}")
+        self.clips = clip_buffer(positions, size, out)
         self.height, self.width = first.height, first.width
         self.views, self.size, self.box = views, size, box_size(size)
         # the tall frames carry the source's colour description, which the conversion follows
@@ -68,9 +65,7 @@ class YuvClipWriter:
         self._tall = [av.VideoFrame(self.box, self.box * t, FORMAT) for _ in range(k)]
         self._tall_planes = [[_plane_rows(p) for p in frame.planes] for frame in self._tall]
         self._origins = [(box_origin(v.top, self.height, self.box), box_origin(v.left, self.width, self.box)) for v in views]
-        self._uses: dict[int, list[tuple[int, int]]] = {}  # union position -> the (clip, time) slots showing it
-        for (ki, ti), u in np.ndenumerate(positions):
-            self._uses.setdefault(int(u), []).append((ki, ti))
+        self._uses = slots_by_frame(positions)
         self._pending = set(self._uses)
 
     def put(self, position: int, frame: av.VideoFrame) -> None:
