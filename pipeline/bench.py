@@ -130,6 +130,8 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
     ``repeats`` rounds, each timing every method and the decode limit one after the other, so each round's
     ratios compare measurements taken side by side; reported: per-method medians over the rounds and the
     median of the per-round ratios to the decode limit (``rounds`` holds every round)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(1)
     records = {r.key: r for r in scan_shards(shards)[0]}
     rounds, errors, plans = [], {}, None

@@ -449,6 +449,8 @@ def test_bench_measures_every_method(shards):
     ratios = [r["clips_per_s"]["reference"] / r["decode_limit_clips_per_s"] for r in rounds]
     assert result["default_vs_decode_limit"] == pytest.approx(np.median(ratios), abs=2e-3)  # side-by-side ratios, median
     assert "decode_limit" in bench.table(result) and "medians of 2 rounds" in bench.table(result)
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run_once(shards, cfg, samples=4, workers=1, repeats=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
