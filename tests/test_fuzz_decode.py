@@ -30,7 +30,7 @@ from preprocess.media import EncodeParams, Rejection, SourceInfo, _Reject, check
 from preprocess.synthetic import write_numbered_video
 
 CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
-# stored frames are 96x64: resize 64 needs no resizing, so the decoded frames go straight into the clips (ClipWriter)
+# stored frames are 96x64 yuv420p: resize 64 needs no resizing, so crops go straight into the clips (YuvClipWriter)
 DIRECT_CFG = LoaderConfig(mode="pretext", num_frames=4, speeds=(-2, 1, 2), num_clips=2, batch_size=1, resize=64, crop_size=32)
 STAGES = {"input", "probe", "transcode", "validate"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
