@@ -20,7 +20,7 @@ import multiprocessing
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from pipeline.augment import ClipWriter, needs_resize
+from pipeline.augment import ClipWriter, clip_buffer, needs_resize
 from pipeline.config import LoaderConfig
 from pipeline.decode import pyav_union_decode, pyav_union_frames, rgb_view, torchcodec_decoder
 from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, sample_result, work_item
@@ -72,9 +72,7 @@ def _write_clips(plan: SamplePlan, data: bytes, check) -> torch.Tensor:
     yuv420p frames go through ``YuvClipWriter`` (only the crops are converted to RGB), others through
     ``ClipWriter``. Raises ValueError (before decoding) if the video's frames are reordered, like
     ``pyav_union_decode``."""
-    k, t = plan.positions.shape
-    size = plan.views[0].size
-    out = torch.empty((k, t, size, size, 3), dtype=torch.uint8)
+    out = clip_buffer(plan.positions, plan.views[0].size)
     if get_worker_info() is not None:  # in a worker: the DataLoader then passes the tensor by handle, not by copy
         out.share_memory_()
     writer = None
