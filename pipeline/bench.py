@@ -109,19 +109,14 @@ def _required_frames(plan, keyframes: np.ndarray) -> int:
     return int(needed.sum())
 
 
-def _time_methods(shards, cfg, *, samples: int, workers: int, result: dict) -> list[tuple[int, str]] | None:
-    """One round: clips/s of the two loaders into ``result`` (or the reason one cannot run); returns the
-    (epoch, key) order the loaders read, which the other methods then read too."""
-    seen = None
-    for backend in ("reference", "dali"):
-        try:
-            rate, order = _time_loader(shards, cfg, backend, samples, workers)
-            result["clips_per_s"][backend] = rate
-            seen = seen or order
-        except Exception as e:  # noqa: BLE001 -- recorded with its reason, not dropped
-            result["clips_per_s"][backend] = None
-            result["errors"][backend] = f"{type(e).__name__}: {e}"[:300]
-    return seen
+def _attempt(name: str, measure, errors: dict):
+    """``measure()``, or None with the reason recorded in ``errors[name]`` (a method that cannot run here is
+    reported, not dropped)."""
+    try:
+        return measure()
+    except Exception as e:  # noqa: BLE001
+        errors[name] = f"{type(e).__name__}: {e}"[:300]
+        return None
 
 
 def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, repeats: int = 3) -> dict:
@@ -136,25 +131,24 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
     records = {r.key: r for r in scan_shards(shards)[0]}
     rounds, errors, plans = [], {}, None
     for _ in range(repeats):
-        this: dict = {"clips_per_s": {}, "errors": errors}
-        seen = _time_methods(shards, cfg, samples=samples, workers=workers, result=this)
+        rates, seen = {}, None
+        for backend in ("reference", "dali"):
+            timed = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, workers), errors)
+            rates[backend] = None if timed is None else timed[0]
+            seen = seen or (timed and timed[1])  # the (epoch, key) order the loaders read
         if seen is None:
             raise RuntimeError(f"no loader ran: {errors}")
-        plans = plans or [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
+        if plans is None:  # the other methods read the same samples with the same draws, every round
+            plans = [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
+            datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
+            keyframes = {key: _keyframes(data) for key, data in datas.items()}
+            required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
+            clips = sum(len(p.views) for p in plans)
         for name, decode in PEERS.items():
-            try:
-                this["clips_per_s"][name] = _time_per_clip(decode, plans, cfg)
-            except Exception as e:  # noqa: BLE001
-                this["clips_per_s"][name] = None
-                errors[name] = f"{type(e).__name__}: {e}"[:300]
-        datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
-        keyframes = {key: _keyframes(data) for key, data in datas.items()}
-        required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
-        clips = sum(len(p.views) for p in plans)
-        this["decode_frames_per_s"] = _decode_rate(list(datas.values()))
-        this["decode_limit_clips_per_s"] = clips / (required / this["decode_frames_per_s"])
-        del this["errors"]
-        rounds.append(this)
+            rates[name] = _attempt(name, lambda: _time_per_clip(decode, plans, cfg), errors)
+        frames_per_s = _decode_rate(list(datas.values()))
+        rounds.append({"clips_per_s": rates, "decode_frames_per_s": frames_per_s,
+                       "decode_limit_clips_per_s": clips / (required / frames_per_s)})
     methods = rounds[0]["clips_per_s"]
     return {
         "clips_per_s": {m: _median([r["clips_per_s"][m] for r in rounds], 2) for m in methods},

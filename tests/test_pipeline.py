@@ -453,6 +453,29 @@ def test_bench_measures_every_method(shards):
         bench.run_once(shards, cfg, samples=4, workers=1, repeats=0)
 
 
+def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypatch):
+    from pipeline import bench
+
+    real_time_loader = bench._time_loader
+
+    def no_dali(shards, cfg, backend, samples, workers):
+        if backend == "dali":
+            raise RuntimeError("no DALI here")
+        return real_time_loader(shards, cfg, backend, samples, workers)
+
+    def broken_peer(data, indices):
+        raise OSError("decoder missing")
+
+    monkeypatch.setattr(bench, "_time_loader", no_dali)
+    monkeypatch.setitem(bench.PEERS, "decord_per_clip", broken_peer)
+    cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
+    result = bench.run_all(shards, cfg, samples=4, workers=0, per_speed=False, repeats=2)
+    assert result["clips_per_s"]["dali"] is None and result["clips_per_s"]["decord_per_clip"] is None
+    assert result["not_run"] == {"dali": "RuntimeError: no DALI here", "decord_per_clip": "OSError: decoder missing"}
+    assert result["clips_per_s"]["reference"] > 0 and result["clips_per_s"]["pyav_per_clip"] > 0
+    assert "dali did not run: RuntimeError: no DALI here" in bench.table(result)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_train_mode_one_labelled_speed1_clip(shards, key_info, backend):
     loader, batches = run(shards, backend, mode="train", batch_size=4, seed=2)
