@@ -75,6 +75,16 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def wait_until_staged(proc: subprocess.Popen, staged: Path, count: int, *, timeout: float = 120) -> int:
+    """Block until ``count`` inputs of a running ``python -m preprocess`` have their outcome staged
+    (``KEY.result.json`` in ``staged``) or the run has ended; returns how many are staged."""
+    deadline = time.monotonic() + timeout
+    while (done := len(list(staged.glob("*.result.json")))) < count and proc.poll() is None:
+        assert time.monotonic() < deadline, f"no progress: {done} of {count} staged after {timeout} s"
+        time.sleep(0.002)
+    return done
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the process group (the job and its workers, as an OOM killer or a pre-emption would)."""
     with contextlib.suppress(ProcessLookupError):

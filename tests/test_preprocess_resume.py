@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from preprocess_helpers import read_samples
-from reliability_helpers import group_alive
+from reliability_helpers import group_alive, wait_until_staged
 
 from preprocess import build_shards
 from preprocess.shards import read_index
@@ -27,12 +27,9 @@ def _start(src: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _kill_when(proc: subprocess.Popen, staged: Path, results: int, *, whole_group: bool, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while len(list(staged.glob("*.result.json"))) < results:
-        assert proc.poll() is None, f"run finished before it could be killed: {proc.stderr.read().decode()}"
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.02)
+def _kill_when(proc: subprocess.Popen, staged: Path, results: int, *, whole_group: bool) -> None:
+    if wait_until_staged(proc, staged, results) < results:
+        raise AssertionError(f"run finished before it could be killed: {proc.stderr.read().decode()}")
     if whole_group:
         os.killpg(proc.pid, signal.SIGKILL)
     else:  # only the builder: its workers and their ffmpeg processes must not outlive it
