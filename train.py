@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import LoaderConfig, build_loader, list_shards
-from preprocess.shards import atomic_write
+from shardformat import atomic_write, label_names
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
@@ -69,15 +69,6 @@ def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfi
         batch_size=d.batch_size if training else d.eval_batch_size, resize=d.resize, crop_size=d.crop_size,
         augment=d.augment and training, seed=cfg.run.seed, shuffle=training,
     )
-
-
-def label_names(data_dir: str) -> list[str]:
-    """Class names in label order, from the shard set's manifest (one label map shared by all splits)."""
-    label_map = json.loads((Path(data_dir) / "manifest.json").read_text())["label_map"]
-    names = sorted(label_map, key=label_map.get)
-    if [label_map[n] for n in names] != list(range(len(names))):
-        raise ValueError(f"{data_dir}/manifest.json: labels are not 0..C-1: {label_map}")
-    return names
 
 
 def build_model(cfg: TrainConfig, num_classes: int | None) -> torch.nn.Module:

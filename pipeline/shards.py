@@ -1,8 +1,7 @@
-"""Reading the shards (DESIGN.md §1): where every sample's members sit in the tars, its metadata, its bytes.
+"""Reading the shards (docs/design.md §1): where every sample's members sit in the tars, its metadata, its bytes.
 
-Both backends read samples by random access: the DALI index file beside each tar (``wds2idx`` format,
-``v1.2 N`` then one line per sample of ``ext offset size name`` groups, offsets pointing at the data) gives
-every member's byte range, so the loader can shuffle globally, give every rank exactly its share and name
+Both backends read samples by random access: the DALI index file beside each tar (parsed by
+:func:`shardformat.read_index`) gives every member's byte range, so the loader can shuffle globally, give every rank exactly its share and name
 the shard and key of anything that goes wrong. A tar without an index is scanned once with ``tarfile``.
 At build time each sample's ``KEY.json`` is read (one small read per sample): the sampler needs the frame
 count before decoding, and samples too short for the mode must be counted before the epoch is split
@@ -21,9 +20,11 @@ from pathlib import Path
 
 import av
 
+from shardformat import index_path, read_index, split_tars
+
 log = logging.getLogger(__name__)
 
-#: Extensions a sample's video member may have (DESIGN.md §1).
+#: Extensions a sample's video member may have (docs/design.md §1).
 VIDEO_EXTS = ("mp4", "webm", "avi", "mkv")
 #: A KEY.json is a few hundred bytes; a bigger one is refused before it is read (every json is read at start-up).
 MAX_JSON_BYTES = 1 << 20
@@ -91,12 +92,9 @@ def list_shards(out_dir_or_paths, split: str = "train") -> list[str]:
     paths = [Path(p) for p in out_dir_or_paths]
     if len(paths) == 1 and paths[0].is_dir():
         out = paths[0]
-        manifest = out / "manifest.json"
-        if manifest.is_file():
-            splits = json.loads(manifest.read_text()).get("splits", {})
-            if split not in splits:
-                raise FileNotFoundError(f"{manifest} has no split {split!r} (has {sorted(splits)})")
-            tars = [str(out / entry["tar"]) for entry in splits[split]["shards"]]
+        listed = split_tars(out, split)
+        if listed is not None:
+            tars = [str(p) for p in listed]
         else:
             tars = [str(p) for p in sorted((out / "shards").glob(f"{split}-*.tar")) or sorted(out.glob(f"{split}-*.tar"))]
         if not tars:
@@ -110,19 +108,12 @@ def list_shards(out_dir_or_paths, split: str = "train") -> list[str]:
 
 
 def _members_from_index(idx_path: Path) -> list[tuple[str, dict]]:
-    lines = idx_path.read_text().splitlines()
-    version, count = lines[0].split()
-    if not version.startswith("v1."):
-        raise ValueError(f"{idx_path}: unknown index version {version!r}")
+    """(key, {ext: (offset, size)}) per sample of a DALI index."""
     samples = []
-    for line in lines[1 : 1 + int(count)]:
-        fields = line.split()
-        members, key = {}, None
-        for i in range(0, len(fields) - 3, 4):
-            ext, offset, size, name = fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3]
-            members[ext] = (offset, size)
-            key = name[: -len(ext) - 1] if name.endswith("." + ext) else name
-        samples.append((key, members))
+    for members in read_index(idx_path):
+        name, ext = members[-1].name, members[-1].ext
+        key = name[: -len(ext) - 1] if name.endswith("." + ext) else name
+        samples.append((key, {m.ext: (m.offset, m.size) for m in members}))
     return samples
 
 
@@ -182,10 +173,10 @@ def scan_shards(shards: list[str], *, skip_bad_samples: bool = False) -> tuple[l
     raise :class:`BadSampleError`, or are returned in the second list when ``skip_bad_samples``."""
     records, bad = [], []
     for shard in shards:
-        idx = Path(shard).with_suffix(".idx")
+        idx = index_path(shard)
         try:
             entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
-        except (ValueError, IndexError, tarfile.TarError) as e:
+        except (ValueError, tarfile.TarError) as e:
             raise ValueError(f"unreadable shard {shard} ({idx.name if idx.is_file() else 'tar scan'}): {type(e).__name__}: {e}") from None
         for key, members in entries:
             try:

@@ -1,22 +1,17 @@
-"""WebDataset tars with DALI index files, written atomically; the deterministic sample-to-shard plan.
-
-Index format (what DALI's ``wds2idx`` writes and ``fn.readers.webdataset(index_paths=...)`` reads):
-a first line ``v1.2 <number of samples>``, then one line per sample listing each member as
-``<ext> <data offset in bytes> <size in bytes> <member name>``, separated by spaces. The offset is
-that of the member's data (after its 512-byte tar header).
-"""
+"""Packing: WebDataset tars with their DALI index files (format: :mod:`shardformat.index`), written
+atomically, and the deterministic sample-to-shard plan."""
 
 from __future__ import annotations
 
 import io
-import os
 import random
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-INDEX_VERSION = "v1.2"
+from shardformat import IndexMember, atomic_file, atomic_write, format_index
+
 _TAR_BLOCK = 512
 
 
@@ -73,29 +68,6 @@ def plan_shards(items: Sequence[PackItem], *, seed: int, max_count: int, max_byt
     return shards
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``path`` so that it is either absent/old or complete: temp name, fsync, rename, fsync dir."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _fsync_write(tmp, data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def write_shard(tar_path: Path, idx_path: Path, samples: Sequence[tuple[str, Sequence[Member]]]) -> int:
     """Write one tar (members in the given order, deterministic headers) and its DALI index.
 
@@ -104,12 +76,11 @@ def write_shard(tar_path: Path, idx_path: Path, samples: Sequence[tuple[str, Seq
     beside it describes it. Returns the tar's size in bytes.
     """
     tar_path.unlink(missing_ok=True)
-    tmp_tar = tar_path.with_name(f".{tar_path.name}.tmp{os.getpid()}")
-    lines = [f"{INDEX_VERSION} {len(samples)}"]
-    with open(tmp_tar, "wb") as f:
+    index: list[list[IndexMember]] = []
+    with atomic_file(tar_path) as f:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for key, members in samples:
-                fields = []
+                index.append([])
                 for member in members:
                     name = f"{key}.{member.ext}"
                     info = tarfile.TarInfo(name)
@@ -122,24 +93,6 @@ def write_shard(tar_path: Path, idx_path: Path, samples: Sequence[tuple[str, Seq
                         with open(member.path, "rb") as src:
                             tar.addfile(info, src)
                     header = tar.offset - start - -(-info.size // _TAR_BLOCK) * _TAR_BLOCK
-                    fields.append(f"{member.ext} {start + header} {info.size} {name}")
-                lines.append(" ".join(fields))
-        f.flush()
-        os.fsync(f.fileno())
-    atomic_write(idx_path, "\n".join(lines) + "\n")
-    os.replace(tmp_tar, tar_path)
-    fsync_dir(tar_path.parent)
+                    index[-1].append(IndexMember(member.ext, start + header, info.size, name))
+        atomic_write(idx_path, format_index(index))  # before the tar's rename, which leaving this block does
     return tar_path.stat().st_size
-
-
-def read_index(idx_path: Path) -> list[list[tuple[str, int, int, str]]]:
-    """Parse a DALI index: per sample, its members as ``(ext, offset, size, name)``."""
-    lines = idx_path.read_text().splitlines()
-    version, count = lines[0].split()
-    if version != INDEX_VERSION or int(count) != len(lines) - 1:
-        raise ValueError(f"{idx_path}: not a {INDEX_VERSION} index with {count} samples")
-    samples = []
-    for line in lines[1:]:
-        fields = line.split(" ")
-        samples.append([(fields[i], int(fields[i + 1]), int(fields[i + 2]), fields[i + 3]) for i in range(0, len(fields), 4)])
-    return samples

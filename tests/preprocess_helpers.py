@@ -178,9 +178,9 @@ def is_cfr(stream: dict) -> bool:
 
 
 def crashing_task(src: str, staging: str, key: str, params) -> None:
-    """Stand-in for ``preprocess.build._transcode_task`` (patched in the parent, imported by spawned
+    """Stand-in for ``preprocess.pool._transcode_task`` (patched in the parent, imported by spawned
     workers) whose worker process dies by SIGKILL on inputs named ``*crash*``, like a decoder segfault."""
-    from preprocess.build import _transcode_task
+    from preprocess.pool import _transcode_task
 
     if "crash" in Path(src).name:
         (Path(staging) / f"{key}.started").touch()  # the real task's in-flight marker

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from preprocess.shards import read_index
+from shardformat import read_index
 from preprocess.synthetic import write_lavfi_video, write_numbered_video
 from preprocess_helpers import read_samples
 

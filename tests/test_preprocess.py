@@ -15,7 +15,7 @@ from preprocess_helpers import (
 )
 
 from preprocess import build_shards
-from preprocess.build import _fingerprint, list_folder
+from preprocess.inputs import fingerprint, list_folder
 from preprocess.synthetic import read_frame_index
 
 
@@ -122,7 +122,7 @@ def test_manifest_and_shard_bounds(built):
     assert entry["bytes"] == result.total_bytes == sum(p.stat().st_size for p in result.shards)
     assert entry["params"]["codec"] == "vp9" and entry["video_ext"] == "mp4"
     assert entry["tools"]["ffmpeg"].startswith("ffmpeg version") and "ffmpeg-python" in entry["tools"]["packages"]
-    assert entry["input_fingerprint"] == _fingerprint(list_folder(built["src"], labels_from_dirs=True))
+    assert entry["input_fingerprint"] == fingerprint(list_folder(built["src"], labels_from_dirs=True))
     assert not (out / ".staging" / "train").exists()
     assert sorted(p.name for p in (out / "shards").iterdir()) == sorted(
         [p.name for p in result.shards] + [p.with_suffix(".idx").name for p in result.shards])

@@ -166,11 +166,11 @@ def test_rerun_of_finished_split_is_a_no_op_and_new_params_are_refused(tmp_path)
 
 
 def test_crash_while_packing_resumes_without_rewriting_finished_shards(tmp_path, monkeypatch):
-    import preprocess.build as build
+    import preprocess.pack as pack
 
     src = _small_corpus(tmp_path / "src", count=6)
     reference = build_shards(src, tmp_path / "ref", shard_max_count=2, **QUIET)
-    real_write, calls = build.write_shard, []
+    real_write, calls = pack.write_shard, []
 
     def crash_on_second(*args, **kwargs):
         calls.append(args[0].name)
@@ -178,14 +178,14 @@ def test_crash_while_packing_resumes_without_rewriting_finished_shards(tmp_path,
             raise KeyboardInterrupt("simulated crash")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(build, "write_shard", crash_on_second)
+    monkeypatch.setattr(pack, "write_shard", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         build_shards(src, tmp_path / "out", shard_max_count=2, **QUIET)
     first_shard = tmp_path / "out/shards/train-000000.tar"
     assert first_shard.is_file() and not (tmp_path / "out/manifest.json").exists()
     stamp = first_shard.stat().st_mtime_ns
     calls.clear()
-    monkeypatch.setattr(build, "write_shard", real_write)
+    monkeypatch.setattr(pack, "write_shard", real_write)
     result = build_shards(src, tmp_path / "out", shard_max_count=2, **QUIET)
     assert first_shard.stat().st_mtime_ns == stamp  # kept, not rewritten
     assert [p.read_bytes() for p in result.shards] == [p.read_bytes() for p in reference.shards]
@@ -207,10 +207,10 @@ def test_real_footage(tmp_path):
 
 
 def test_resume_over_a_changed_input_set_drops_stale_shards(tmp_path, monkeypatch):
-    import preprocess.build as build
+    import preprocess.pack as pack
 
     src = _small_corpus(tmp_path / "src", count=4)
-    real_write = build.write_shard
+    real_write = pack.write_shard
     written: list[str] = []
 
     def crash_on_third(tar_path, *args, **kwargs):
@@ -219,11 +219,11 @@ def test_resume_over_a_changed_input_set_drops_stale_shards(tmp_path, monkeypatc
         written.append(tar_path.name)
         return real_write(tar_path, *args, **kwargs)
 
-    monkeypatch.setattr(build, "write_shard", crash_on_third)
+    monkeypatch.setattr(pack, "write_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         build_shards(src, tmp_path / "out", shard_max_count=1, **QUIET)
     assert len(list((tmp_path / "out/shards").glob("*.tar"))) == 2
-    monkeypatch.setattr(build, "write_shard", real_write)
+    monkeypatch.setattr(pack, "write_shard", real_write)
     for path in sorted(src.iterdir())[1:]:
         path.unlink()
     result = build_shards(src, tmp_path / "out", shard_max_count=1, **QUIET)
@@ -233,11 +233,11 @@ def test_resume_over_a_changed_input_set_drops_stale_shards(tmp_path, monkeypatc
 
 
 def test_a_worker_crash_rejects_only_the_file_that_caused_it(tmp_path, monkeypatch):
-    import preprocess.build as build
+    import preprocess.pool as pool
 
     src = _small_corpus(tmp_path / "src", count=5)
     write_lavfi_video(src / "crash.mp4", num_frames=16)
-    monkeypatch.setattr(build, "_transcode_task", crashing_task)
+    monkeypatch.setattr(pool, "_transcode_task", crashing_task)
     result = build_shards(src, tmp_path / "out", workers=2, progress=False)
     assert (result.inputs, result.written) == (6, 5)
     assert [(r["path"], r["reason"].split(" (")[0], r["stage"]) for r in result.rejected] == [

@@ -15,7 +15,7 @@ from preprocess_helpers import read_samples
 from reliability_helpers import group_alive, wait_until_staged
 
 from preprocess import build_shards
-from preprocess.shards import read_index
+from shardformat import read_index
 from preprocess.synthetic import write_lavfi_video
 
 ARGS = ["--workers", "2", "--shard-max-count", "3", "--seed", "3", "--no-progress"]

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from preprocess_helpers import read_samples
 
-import preprocess.shards as shards
-from preprocess.shards import Member, PackItem, plan_shards, read_index, tar_bytes, tar_file_bytes, write_shard
+from preprocess.shards import Member, PackItem, plan_shards, tar_bytes, tar_file_bytes, write_shard
+import shardformat.files
+from shardformat import read_index
 
 
 def _samples(prefix: str, count: int, size: int = 700) -> list[tuple[str, list[Member]]]:
@@ -63,11 +64,11 @@ def test_a_crash_between_index_and_tar_never_leaves_a_mismatched_pair(tmp_path, 
             raise KeyboardInterrupt("killed between the index and the tar")
         real_replace(src, dst)
 
-    monkeypatch.setattr(shards.os, "replace", crash_on_tar)
+    monkeypatch.setattr(shardformat.files.os, "replace", crash_on_tar)
     with pytest.raises(KeyboardInterrupt):
         write_shard(tar, idx, _samples("new", 4))
     assert not tar.exists()  # the old tar is gone: no reader sees it beside the new index
     assert [entry[0][3].split(".")[0] for entry in read_index(idx)] == [f"new{i:04d}" for i in range(4)]
-    monkeypatch.setattr(shards.os, "replace", real_replace)
+    monkeypatch.setattr(shardformat.files.os, "replace", real_replace)
     write_shard(tar, idx, _samples("new", 4))
     assert sorted(read_samples([tar])) == [f"new{i:04d}" for i in range(4)]

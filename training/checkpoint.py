@@ -8,12 +8,13 @@ same folder, fsynced, and renamed over the old one, so a reader sees either the 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from shardformat import atomic_file
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -49,25 +50,15 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` via tmp file + fsync + rename (and fsync of the folder)."""
+    """``torch.save`` to ``path`` atomically (:func:`shardformat.atomic_file`: tmp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_file(path) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:  # e.g. a full disk: keep the previous checkpoint, say why
-        tmp.unlink(missing_ok=True)
         cause = err if isinstance(err, OSError) else (err.__context__ or err)
         raise OSError(f"could not write checkpoint {path} ({cause}); the previous checkpoint, if any, is unchanged") from err
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     return path
 
 

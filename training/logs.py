@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from preprocess.shards import atomic_write
+from shardformat import atomic_write
 
 console = Console(log_path=False, width=None if sys.stdout.isatty() else 120)
 

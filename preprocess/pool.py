@@ -1,0 +1,138 @@
+"""The worker pool: transcode inputs into the staging folder, each outcome recorded atomically and last.
+
+An input's outcome is ``STAGING/KEY.result.json``: ``{"status": "ok", "segments": [...]}`` (its encoded
+files lie beside it) or ``{"status": "rejected", "reason", "stage"}``. An input with a readable outcome
+whose files exist is done, so a killed run resumes where it stopped. A crashing worker (a decoder
+segfault, an OOM kill) never ends the batch: the inputs it had in flight are retried one per fresh
+process, and the one that crashes again is rejected alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict
+from pathlib import Path
+
+from shardformat import atomic_write
+
+from . import media
+from .inputs import Input
+from .media import EncodeParams, Rejection, process_video
+
+
+def record_outcome(staging: Path, key: str, outcome: list[media.Segment] | Rejection) -> dict:
+    """Write ``KEY.result.json`` atomically and return it."""
+    if isinstance(outcome, Rejection):
+        record = {"status": "rejected", "reason": outcome.reason, "stage": outcome.stage}
+    else:
+        record = {"status": "ok", "segments": [asdict(s) for s in outcome]}
+    atomic_write(staging / f"{key}.result.json", json.dumps(record, sort_keys=True))
+    return record
+
+
+def load_outcome(staging: Path, key: str) -> dict | None:
+    """The staged outcome for ``key``, or None if absent or its files are gone (then it is redone)."""
+    path = staging / f"{key}.result.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if record["status"] == "ok" and not all((staging / s["file"]).is_file() for s in record["segments"]):
+        return None
+    return record
+
+
+def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> None:
+    """Worker entry point: transcode one input and record its outcome atomically in the staging folder.
+
+    A ``KEY.started`` marker lives while it runs, so a worker crash can be pinned on the inputs that
+    were in flight.
+    """
+    marker = Path(staging) / f"{key}.started"
+    marker.touch()
+    record_outcome(Path(staging), key, process_video(Path(src), Path(staging), key, params))
+    marker.unlink(missing_ok=True)
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Pool worker set-up: die with the builder (and take ffmpeg along) instead of lingering as an orphan."""
+    media.die_with_parent()
+    media.FFMPEG_DIES_WITH_PARENT = True
+    if os.getppid() != parent_pid:  # the builder died before prctl took effect
+        os._exit(1)
+
+
+def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: int,
+              advance: Callable[[], None]) -> tuple[bool, int]:
+    """Transcode ``items`` in a pool of ``workers`` processes.
+
+    Returns (False if a worker process died, number of outcomes reported to ``advance``)."""
+    reported = 0
+    for item in items:
+        (staging / f"{item.key}.started").unlink(missing_ok=True)
+    # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads.
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in items]
+        try:
+            for future in as_completed(futures):
+                future.result()
+                advance()
+                reported += 1
+        except BrokenProcessPool:
+            return False, reported
+        except BaseException:  # a job-level failure (full disk, Ctrl-C): do not start the queued inputs
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return True, reported
+
+
+def transcode_all(todo: list[Input], staging: Path, params: EncodeParams, workers: int,
+                  advance: Callable[[], None]) -> None:
+    """Transcode every input of ``todo`` into the staging folder; a worker crash never ends the batch."""
+    remaining = list(todo)
+    while remaining:
+        finished, reported = _run_pool(remaining, staging, params, workers, advance)
+        if finished:
+            return
+        pending = [i for i in remaining if load_outcome(staging, i.key) is None]
+        for _ in range(len(remaining) - len(pending) - reported):  # done, but not reported before the crash
+            advance()
+        suspects = [i for i in pending if (staging / f"{i.key}.started").exists()] or pending
+        for item in suspects:
+            if not _run_pool([item], staging, params, 1, advance)[0]:
+                record_outcome(staging, item.key, Rejection("worker process crashed on this file (e.g. a decoder segfault or out of memory)", "transcode"))
+                advance()
+        remaining = [i for i in pending if load_outcome(staging, i.key) is None]
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, *, total: int, done: int) -> Iterator[Callable[[], None]]:
+    """A rich progress bar over videos (done, videos/s, ETA) on stderr, or a no-op; yields ``advance()``."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]transcoding"), BarColumn(), MofNCompleteColumn(), TextColumn("videos"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("transcode", total=total, completed=done, rate="")
+        began, start_done = time.perf_counter(), done
+
+        def advance() -> None:
+            bar.advance(task)
+            finished = bar.tasks[0].completed - start_done
+            bar.update(task, rate=f"{finished / max(time.perf_counter() - began, 1e-9):.2f} videos/s")
+
+        yield advance

@@ -1,0 +1,111 @@
+"""shardformat, the on-disk contract: index and manifest round trips, one version rule, atomic writes,
+and the import direction that keeps it the one home of the format."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from shardformat import (
+    INDEX_VERSION,
+    IndexMember,
+    ManifestError,
+    atomic_file,
+    atomic_write,
+    format_index,
+    label_names,
+    load_manifest,
+    parse_index,
+    read_index,
+    save_manifest,
+    split_tars,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_index_round_trip(tmp_path):
+    samples = [[IndexMember("mp4", 512, 1000, "a.mp4"), IndexMember("json", 2048, 80, "a.json")],
+               [IndexMember("webm", 3072, 7, "b.webm"), IndexMember("json", 4096, 9, "b.json"), IndexMember("cls", 5120, 1, "b.cls")]]
+    text = format_index(samples)
+    assert text.splitlines()[0] == f"{INDEX_VERSION} 2"
+    atomic_write(tmp_path / "s.idx", text)
+    assert read_index(tmp_path / "s.idx") == samples
+    assert parse_index(text, "x") == samples
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "first line"),
+    ("v1.1 1\nmp4 0 1 a.mp4\n", "first line"),        # one version rule: only the version written
+    ("v1.2 2\nmp4 0 1 a.mp4\n", "declares 2 samples"),
+    ("v1.2 1\nmp4 0 1\n", "groups"),
+    ("v1.2 1\nmp4 zero 1 a.mp4\n", "integers"),
+])
+def test_a_malformed_index_is_refused_with_its_source_named(text, reason):
+    with pytest.raises(ValueError, match=reason) as info:
+        parse_index(text, "shards/x.idx")
+    assert "shards/x.idx" in str(info.value)
+
+
+def test_manifest_round_trip_and_label_names(tmp_path):
+    assert load_manifest(tmp_path) == {"format": "speedssl-shards/1", "label_map": {}, "splits": {}}
+    manifest = load_manifest(tmp_path)
+    manifest["label_map"] = {"run": 1, "walk": 0}
+    manifest["splits"]["train"] = {"shards": [{"tar": "shards/train-000000.tar", "index": "shards/train-000000.idx"}]}
+    save_manifest(tmp_path, manifest)
+    assert load_manifest(tmp_path) == manifest
+    assert label_names(tmp_path) == ["walk", "run"]
+    assert split_tars(tmp_path, "train") == [tmp_path / "shards/train-000000.tar"]
+    with pytest.raises(FileNotFoundError, match="no split 'test'"):
+        split_tars(tmp_path, "test")
+    assert split_tars(tmp_path / "elsewhere", "train") is None
+
+
+@pytest.mark.parametrize("label_map, reason", [({"a": 0, "b": 2}, "not 0..C-1"), ({"a": 0, "b": 0}, "same integer"),
+                                               ({"a": "0"}, "non-negative int")])
+def test_label_names_refuse_a_broken_label_map(tmp_path, label_map, reason):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "speedssl-shards/1", "label_map": label_map, "splits": {}}))
+    with pytest.raises(ManifestError, match=reason):
+        label_names(tmp_path)
+
+
+def test_a_foreign_manifest_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "other/9"}')
+    with pytest.raises(ManifestError, match="manifest.json"):
+        load_manifest(tmp_path)
+
+
+def test_atomic_file_leaves_the_old_file_on_error(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path) as f:
+            f.write(b"half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def _imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("files, forbidden", [
+    (["shardformat/*.py"], {"preprocess", "pipeline", "training", "model", "train"}),  # the contract imports no user of it
+    (["training/*.py", "train.py"], {"preprocess"}),                                    # training reads shards, never builds them
+    (["pipeline/*.py"], {"model", "training", "train"}),  # the data flows one way (its benchmark may build shards)
+])
+def test_imports_follow_the_data(files, forbidden):
+    for pattern in files:
+        for path in sorted(ROOT.glob(pattern)):
+            bad = _imported_packages(path) & forbidden
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
