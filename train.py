@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
-from pipeline import LoaderConfig, build_loader, list_shards
+from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
+
 from shardformat import atomic_write, label_names
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _clip_settings(data: dict) -> dict:
-    """What eval must take over from the checkpoint: how clips are cut (not where the data is)."""
-    keep = ("num_frames", "resize", "crop_size", "speeds", "num_clips")
+    """What eval must take over from the checkpoint: how clips are cut (not where the data is, nor how many eval clips)."""
+    keep = {f.name for f in dataclasses.fields(ClipConfig)} - {"num_eval_clips"}
     return {k: v for k, v in data.items() if k in keep}
 
 
@@ -65,8 +66,7 @@ def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfi
     """``mode``: the loader's pretext/train/eval; ``training``: batch size and augmentation of training (else of eval)."""
     d = cfg.data
     return LoaderConfig(
-        mode=mode, num_frames=d.num_frames, speeds=d.speeds, num_clips=d.num_clips, num_eval_clips=d.num_eval_clips,
-        batch_size=d.batch_size if training else d.eval_batch_size, resize=d.resize, crop_size=d.crop_size,
+        mode=mode, **d.clip_settings(), batch_size=d.batch_size if training else d.eval_batch_size,
         augment=d.augment and training, seed=cfg.run.seed, shuffle=training,
     )
 

@@ -6,10 +6,10 @@
 See README "Loader (`pipeline/`)" for the batch format and DESIGN.md §2 for the sampling semantics.
 """
 
-from pipeline.config import LoaderConfig
+from pipeline.config import DEFAULT_SPEEDS, ClipConfig, LoaderConfig
 from pipeline.loader import VideoLoader, build_loader
 from pipeline.sampler import ClipSet, SpeedSampler, order_label, sample_rng
 from pipeline.shards import BadSampleError, list_shards
 
-__all__ = ["LoaderConfig", "build_loader", "VideoLoader", "SpeedSampler", "ClipSet", "order_label", "sample_rng",
+__all__ = ["ClipConfig", "DEFAULT_SPEEDS", "LoaderConfig", "build_loader", "VideoLoader", "SpeedSampler", "ClipSet", "order_label", "sample_rng",
            "list_shards", "BadSampleError"]

@@ -7,19 +7,20 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.config import LoaderConfig
+from pipeline.config import ClipConfig, LoaderConfig
 from pipeline.shards import list_shards
 
 
-def _add_clip_args(p: argparse.ArgumentParser, *, num_clips: int) -> None:
+def _add_clip_args(p: argparse.ArgumentParser) -> None:
+    """The shard selection and the clip settings, with :class:`ClipConfig`'s defaults."""
     p.add_argument("shards", nargs="*", help="shard tars, or one OUT folder of preprocess (its manifest lists the tars)")
     p.add_argument("--split", default="train", help="split to read when SHARDS is an OUT folder")
     p.add_argument("--mode", choices=("pretext", "train", "eval"), default="pretext")
-    p.add_argument("--num-frames", type=int, default=16, help="T, frames per clip")
-    p.add_argument("--num-clips", type=int, default=num_clips, help="K, clips per video in pretext mode")
-    p.add_argument("--speeds", type=int, nargs="+", default=[-8, -4, -2, -1, 1, 2, 4, 8], help="signed speed set")
-    p.add_argument("--resize", type=int, default=128, help="short side before cropping, pixels")
-    p.add_argument("--crop-size", type=int, default=112, help="output height = width, pixels")
+    p.add_argument("--num-frames", type=int, default=ClipConfig.num_frames, help="T, frames per clip")
+    p.add_argument("--num-clips", type=int, default=ClipConfig.num_clips, help="K, clips per video in pretext mode")
+    p.add_argument("--speeds", type=int, nargs="+", default=list(ClipConfig.speeds), help="signed speed set")
+    p.add_argument("--resize", type=int, default=ClipConfig.resize, help="short side before cropping, pixels")
+    p.add_argument("--crop-size", type=int, default=ClipConfig.crop_size, help="output height = width, pixels")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -39,14 +40,14 @@ def main(argv=None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("preview", help="write DIR/clips.npz and DIR/preview.png for the first N samples")
-    _add_clip_args(p, num_clips=4)
+    _add_clip_args(p)
     p.add_argument("--backend", choices=("dali", "reference"), default="reference")
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--no-augment", action="store_true", help="resize the whole frame to the output size: no crop, no flip")
     p.add_argument("--out", type=Path, required=True)
 
     b = sub.add_parser("bench", help="clips/s of both backends, per-clip peers and the decode limit (see BENCHMARKS.md)")
-    _add_clip_args(b, num_clips=4)
+    _add_clip_args(b)
     b.add_argument("--samples", type=int, default=36, help="samples timed per method and setting")
     b.add_argument("--workers", type=int, default=1, help="reference worker processes / DALI CPU threads")
     b.add_argument("--repeats", type=int, default=3, help="rounds per setting (every method once per round); medians are reported")

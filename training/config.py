@@ -19,6 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 
+from pipeline.config import ClipConfig
+
 MODES = ("pretrain", "finetune", "eval")
 ARCHS = ("c3d", "r3d_18", "r2plus1d_18")
 
@@ -29,8 +31,8 @@ def _check(ok: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the shards are and how clips are cut from them (see DESIGN §2)."""
+class DataConfig(ClipConfig):
+    """Where the shards are and how clips are cut from them (clip settings: pipeline.ClipConfig, docs/design.md §2)."""
 
     data: str = ""
     """Folder written by `preprocess` (holds manifest.json and shards/). Pretrain/finetune train on it; eval queries its test split against its train split."""
@@ -40,38 +42,20 @@ class DataConfig:
     """Split evaluated (the retrieval queries in eval)."""
     backend: str = "auto"
     """Loader backend: auto (DALI GPU if CUDA, else reference), dali, or reference."""
-    num_frames: int = 16
-    """Frames per clip (T)."""
-    resize: int = 128
-    """Short side the frames are resized to before cropping, in pixels."""
-    crop_size: int = 112
-    """Side of the square crop fed to the network, in pixels."""
     batch_size: int = 8
     """Samples per step per rank (a pretext sample holds num_clips clips)."""
     eval_batch_size: int = 8
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
     """Loader worker processes (or DALI threads) per rank."""
-    speeds: tuple[int, ...] = (-8, -4, -2, -1, 1, 2, 4, 8)
-    """Signed playback speeds the pretext draws from (frame strides; negative = reversed)."""
-    num_clips: int = 4
-    """Clips per pretext sample (K); the sorting head has K! classes."""
-    num_eval_clips: int = 10
-    """Evenly spaced clips per video in eval (video accuracy averages their logits)."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.backend in ("auto", "dali", "reference"), f"backend must be auto, dali or reference, got {self.backend!r}")
-        _check(self.num_frames >= 1, "num_frames must be >= 1")
-        _check(self.crop_size >= 1 and self.resize >= self.crop_size, "need 1 <= crop_size <= resize")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(len(self.speeds) > 0 and all(s != 0 for s in self.speeds), "speeds must be non-zero integers")
-        _check(len(set(self.speeds)) == len(self.speeds), "speeds must be distinct")
-        _check(2 <= self.num_clips <= len(self.speeds), f"num_clips must be in [2, {len(self.speeds)}] (distinct speeds per sample)")
-        _check(self.num_clips <= 6, "num_clips > 6 makes the sorting head's K! classes impractical")
-        _check(self.num_eval_clips >= 1, "num_eval_clips must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -196,6 +180,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
         _check(bool(self.data.data), "--data (a folder written by `preprocess`) is required")
+        _check(self.mode != "pretrain" or self.model.head == "speed" or self.data.num_clips >= 2,
+               f"--head {self.model.head} sorts clips: it needs --num-clips >= 2, got {self.data.num_clips}")
 
     def to_dict(self) -> dict:
         """Plain JSON types only (tuples become lists)."""
@@ -225,14 +211,15 @@ def section_from_dict(section: type, values: dict):
 
 @cache
 def field_docs(section: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (read from its source)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(section)))
-    body = tree.body[0].body
+    """The docstring written under each field of a dataclass and of the dataclasses it extends (read from their source)."""
     docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
+    for cls in reversed([c for c in section.__mro__ if dataclasses.is_dataclass(c)]):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                    docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -265,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
             group = sub.add_argument_group(name, section.__doc__)
             docs = field_docs(section)
             hints = typing.get_type_hints(section)
-            for f in dataclasses.fields(section):
+            own = section.__dict__.get("__annotations__", {})  # a section's own fields first, then the inherited clip settings
+            for f in sorted(dataclasses.fields(section), key=lambda f: f.name not in own):
                 kind, default = hints[f.name], f.default
                 kwargs: dict = {"dest": f"{name}.{f.name}", "default": argparse.SUPPRESS, "help": docs[f.name] + f" (default: {_show(default)})"}
                 if kind is bool:
