@@ -1,9 +1,8 @@
-"""docker/scale_on_paper.py: the measurements behind BENCHMARKS "Scale on paper" and its arithmetic."""
+"""tools/scale_on_paper.py: the measurements behind BENCHMARKS "Scale on paper" and its arithmetic."""
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,14 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "docker"))
-import scale_on_paper as sop  # noqa: E402
-
-sys.path.pop(0)
-
-from model import build_backbone  # noqa: E402
-from preprocess.synthetic import write_lavfi_video  # noqa: E402
+from model import build_backbone
+from preprocess.synthetic import write_lavfi_video
+from tools import scale_on_paper as sop
 
 # ---------------------------------------------------------------- decoded frames per clip
 

@@ -1,13 +1,13 @@
 """Scale on paper: GPUs and nodes for a Kinetics-400-sized pretraining, and where the pipeline bottlenecks.
 
-    python docker/scale_on_paper.py                      # the tables of BENCHMARKS.md "Scale on paper"
-    python docker/scale_on_paper.py --hours 6 --arch r2plus1d_18 --epochs 200
+    python -m tools.scale_on_paper                      # the tables of BENCHMARKS.md "Scale on paper"
+    python -m tools.scale_on_paper --hours 6 --arch r2plus1d_18 --epochs 200
 
 No GPU was available, so this is arithmetic on three kinds of numbers, each labelled where it is printed:
 - measured here: VP9 bytes per frame of the project's own encoder settings (`preprocess.media.encoder_args`)
   at a 128 px short side, GOP 16, on real footage; the backbone's multiply-adds and parameters (torch's
-  flop counter on the project's models); decoded frames per clip (the sampling rule of DESIGN §2, simulated);
-  the CPU rates of DESIGN §3.
+  flop counter on the project's models); decoded frames per clip (the sampling rule of docs/design.md §2, simulated);
+  the CPU rates of docs/design.md §3.
 - published (source titles in PUBLISHED): NVDEC decode rate, NVDECs per A100, an A100 training rate.
 - assumed (ASSUMPTIONS, overridable on the command line): dataset shape, epochs, wall time, node shape.
 """
@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from pipeline.config import ClipConfig
 
 # Published figures: value, unit, source (title). Kept apart from anything measured here.
 PUBLISHED = {
@@ -41,7 +38,7 @@ PUBLISHED = {
     "resnet50_gmacs": (4.09, "G multiply-adds per 224px image", "torchvision docs, 'resnet50' (ResNet50_Weights: GFLOPS 4.09)"),
 }
 
-# Measured in this repo on the 2-core CPU (DESIGN.md §3), 170x128 VP9 GOP 16, 16-frame clips, one thread.
+# Measured in this repo on the 2-core CPU (docs/design.md §3), 170x128 VP9 GOP 16, 16-frame clips, one thread.
 DESIGN_CPU_DECODE_CLIPS_PER_S = {"DALI CPU": (17, 22, 13), "torchcodec": (60, 28, 22)}  # speeds 1, 4, 8
 DESIGN_CPU_TRAIN_CLIPS_PER_S = 0.3  # R3D-18-shaped, 16x112x112, fwd+bwd, 2 threads
 
@@ -60,13 +57,13 @@ class Assumptions:
     """Wall time wanted for the pretraining, h."""
     arch: str = "r3d_18"
     """Backbone."""
-    num_clips: int = 4
+    num_clips: int = ClipConfig.num_clips
     """K clips per pretext sample (train.py default)."""
-    num_frames: int = 16
+    num_frames: int = ClipConfig.num_frames
     """T frames per clip."""
     crop: int = 112
     """Square crop fed to the network, px."""
-    speeds: tuple[int, ...] = (-8, -4, -2, -1, 1, 2, 4, 8)
+    speeds: tuple[int, ...] = ClipConfig.speeds
     """Speed set (train.py default)."""
     gop: int = 16
     """Keyframe interval of the shards."""
@@ -97,7 +94,7 @@ def vp9_bytes_per_frame(sources: dict[str, Path] | None = None, *, short_side: i
     import av
     import ffmpeg
 
-    from preprocess.media import encoder_args
+    from preprocess.media import check_source, encoder_args, output_size
     from preprocess.synthetic import sample_footage
 
     if sources is None:  # the "distorted" clip is a deliberately degraded copy, not footage
@@ -105,10 +102,7 @@ def vp9_bytes_per_frame(sources: dict[str, Path] | None = None, *, short_side: i
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, src in sources.items():
-            stream = next(s for s in ffmpeg.probe(str(src))["streams"] if s["codec_type"] == "video")
-            width, height = int(stream["width"]), int(stream["height"])
-            scale = short_side / min(width, height)
-            size = (2 * round(width * scale / 2), 2 * round(height * scale / 2))
+            size = output_size(check_source(Path(src)), short_side)
             dst = Path(tmp) / f"{name}.webm"
             (
                 ffmpeg.input(str(src)).video.filter("scale", *size).filter("format", "yuv420p")
@@ -140,11 +134,11 @@ def decoded_frames(
     *, frames: int, speeds: tuple[int, ...], num_clips: int, num_frames: int, gop: int,
     samples: int = 50_000, seed: int = 0,
 ) -> dict[str, float]:
-    """Mean frames a decoder must decode per clip, for the pretext sampling of DESIGN §2.
+    """Mean frames a decoder must decode per clip, for the pretext sampling of docs/design.md §2.
 
     ``seek``: each clip decoded from the keyframe at or before its first frame to its last frame.
     ``from_start``: the union of a sample's clips decoded in one pass from frame 0 (a decoder that does not
-    seek, like DALI's CPU decoder, DESIGN §3), shared by the sample's ``num_clips`` clips.
+    seek, like DALI's CPU decoder, docs/design.md §3), shared by the sample's ``num_clips`` clips.
     """
     rng = np.random.default_rng(seed)
     usable = np.array([s for s in speeds if abs(s) * (num_frames - 1) <= frames - 1])
@@ -178,7 +172,7 @@ class Plan:
     nvdec_fps: tuple[float, float]
     """NVDEC frames/s per A100 at the stored frame size: (per-frame-bound estimate, pixel-rate scaling)."""
     cpu_cores_needed: float
-    """CPU cores per GPU to decode on the CPU instead (DALI CPU rate of DESIGN §3)."""
+    """CPU cores per GPU to decode on the CPU instead (DALI CPU rate of docs/design.md §3)."""
     dataset_gb: float
     read_gb_s: float
     """Shard bytes read per second by all GPUs together (a whole video per sample)."""
@@ -252,7 +246,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
     sample_rate = p.clip_rate / a.num_clips
     cpu = DESIGN_CPU_DECODE_CLIPS_PER_S["DALI CPU"]
     lines = [
-        f"Command: `python docker/scale_on_paper.py --hours {a.hours:g} --epochs {a.epochs} --arch {a.arch}`"
+        f"Command: `python -m tools.scale_on_paper --hours {a.hours:g} --epochs {a.epochs} --arch {a.arch}`"
         " (about 30 s on the 2-core CPU).",
         "",
         "**Measured here.** VP9 with the preprocess encoder settings (libvpx-vp9 realtime, cpu-used 8, CRF 30, GOP "
@@ -262,7 +256,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
         f" Decoded frames per clip (K={a.num_clips}, speeds {a.speeds}, T={a.num_frames}, {frames}-frame videos,"
         f" simulated): {per_clip['seek']:.1f} for a decoder that seeks to the previous keyframe,"
         f" {per_clip['from_start']:.1f} when a sample's K clips are decoded in one pass from frame 0 (a clip at speed"
-        f" 8 spans {8 * (a.num_frames - 1) + 1} frames to keep {a.num_frames}). This 2-core CPU (DESIGN §3): training"
+        f" 8 spans {8 * (a.num_frames - 1) + 1} frames to keep {a.num_frames}). This 2-core CPU (docs/design.md §3): training"
         f" {DESIGN_CPU_TRAIN_CLIPS_PER_S} clips/s; DALI CPU decode {min(cpu)}-{max(cpu)} clips/s per thread.",
         "",
         "**Published** (not measured here):",
@@ -338,4 +332,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
