@@ -6,8 +6,8 @@
 No GPU was available, so this is arithmetic on three kinds of numbers, each labelled where it is printed:
 - measured here: VP9 bytes per frame of the project's own encoder settings (`preprocess.media.encoder_args`)
   at a 128 px short side, GOP 16, on real footage; the backbone's multiply-adds and parameters (torch's
-  flop counter on the project's models); decoded frames per clip (the sampling rule of DESIGN §2, simulated);
-  the CPU rates of DESIGN §3.
+  flop counter on the project's models); decoded frames per clip (the sampling rule of docs/design.md §2, simulated);
+  the CPU rates of docs/design.md §3.
 - published (source titles in PUBLISHED): NVDEC decode rate, NVDECs per A100, an A100 training rate.
 - assumed (ASSUMPTIONS, overridable on the command line): dataset shape, epochs, wall time, node shape.
 """
@@ -41,7 +41,7 @@ PUBLISHED = {
     "resnet50_gmacs": (4.09, "G multiply-adds per 224px image", "torchvision docs, 'resnet50' (ResNet50_Weights: GFLOPS 4.09)"),
 }
 
-# Measured in this repo on the 2-core CPU (DESIGN.md §3), 170x128 VP9 GOP 16, 16-frame clips, one thread.
+# Measured in this repo on the 2-core CPU (docs/design.md §3), 170x128 VP9 GOP 16, 16-frame clips, one thread.
 DESIGN_CPU_DECODE_CLIPS_PER_S = {"DALI CPU": (17, 22, 13), "torchcodec": (60, 28, 22)}  # speeds 1, 4, 8
 DESIGN_CPU_TRAIN_CLIPS_PER_S = 0.3  # R3D-18-shaped, 16x112x112, fwd+bwd, 2 threads
 
@@ -140,11 +140,11 @@ def decoded_frames(
     *, frames: int, speeds: tuple[int, ...], num_clips: int, num_frames: int, gop: int,
     samples: int = 50_000, seed: int = 0,
 ) -> dict[str, float]:
-    """Mean frames a decoder must decode per clip, for the pretext sampling of DESIGN §2.
+    """Mean frames a decoder must decode per clip, for the pretext sampling of docs/design.md §2.
 
     ``seek``: each clip decoded from the keyframe at or before its first frame to its last frame.
     ``from_start``: the union of a sample's clips decoded in one pass from frame 0 (a decoder that does not
-    seek, like DALI's CPU decoder, DESIGN §3), shared by the sample's ``num_clips`` clips.
+    seek, like DALI's CPU decoder, docs/design.md §3), shared by the sample's ``num_clips`` clips.
     """
     rng = np.random.default_rng(seed)
     usable = np.array([s for s in speeds if abs(s) * (num_frames - 1) <= frames - 1])
@@ -178,7 +178,7 @@ class Plan:
     nvdec_fps: tuple[float, float]
     """NVDEC frames/s per A100 at the stored frame size: (per-frame-bound estimate, pixel-rate scaling)."""
     cpu_cores_needed: float
-    """CPU cores per GPU to decode on the CPU instead (DALI CPU rate of DESIGN §3)."""
+    """CPU cores per GPU to decode on the CPU instead (DALI CPU rate of docs/design.md §3)."""
     dataset_gb: float
     read_gb_s: float
     """Shard bytes read per second by all GPUs together (a whole video per sample)."""
@@ -262,7 +262,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
         f" Decoded frames per clip (K={a.num_clips}, speeds {a.speeds}, T={a.num_frames}, {frames}-frame videos,"
         f" simulated): {per_clip['seek']:.1f} for a decoder that seeks to the previous keyframe,"
         f" {per_clip['from_start']:.1f} when a sample's K clips are decoded in one pass from frame 0 (a clip at speed"
-        f" 8 spans {8 * (a.num_frames - 1) + 1} frames to keep {a.num_frames}). This 2-core CPU (DESIGN §3): training"
+        f" 8 spans {8 * (a.num_frames - 1) + 1} frames to keep {a.num_frames}). This 2-core CPU (docs/design.md §3): training"
         f" {DESIGN_CPU_TRAIN_CLIPS_PER_S} clips/s; DALI CPU decode {min(cpu)}-{max(cpu)} clips/s per thread.",
         "",
         "**Published** (not measured here):",

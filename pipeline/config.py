@@ -10,7 +10,7 @@ EVAL_VIEWS = ("full", "center")
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """What a batch holds and how its clips are drawn (DESIGN.md §2). Validated on construction."""
+    """What a batch holds and how its clips are drawn (docs/design.md §2). Validated on construction."""
 
     mode: str = "pretext"
     """``"pretext"``: ``num_clips`` clips at distinct speeds per video (self-supervised labels);

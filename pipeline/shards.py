@@ -1,4 +1,4 @@
-"""Reading the shards (DESIGN.md §1): where every sample's members sit in the tars, its metadata, its bytes.
+"""Reading the shards (docs/design.md §1): where every sample's members sit in the tars, its metadata, its bytes.
 
 Both backends read samples by random access: the DALI index file beside each tar (``wds2idx`` format,
 ``v1.2 N`` then one line per sample of ``ext offset size name`` groups, offsets pointing at the data) gives
@@ -23,7 +23,7 @@ import av
 
 log = logging.getLogger(__name__)
 
-#: Extensions a sample's video member may have (DESIGN.md §1).
+#: Extensions a sample's video member may have (docs/design.md §1).
 VIDEO_EXTS = ("mp4", "webm", "avi", "mkv")
 #: A KEY.json is a few hundred bytes; a bigger one is refused before it is read (every json is read at start-up).
 MAX_JSON_BYTES = 1 << 20

@@ -397,7 +397,7 @@ def build_shards(
     progress: bool = True,
 ) -> BuildResult:
     """Re-encode every video under ``src`` (a folder, or a CSV/TSV list of ``path,label`` rows) and write
-    split ``split`` of the shard set in ``out`` (layout: DESIGN.md §1; details: README "Preprocessing").
+    split ``split`` of the shard set in ``out`` (layout: docs/design.md §1; details: docs/preprocess.md).
 
     ``strict`` only changes the CLI's exit status (non-zero if anything was rejected); the shards are
     the same. Raises :class:`PreprocessError` for an unusable SRC/OUT or conflicting parameters.

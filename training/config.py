@@ -30,7 +30,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the shards are and how clips are cut from them (see DESIGN §2)."""
+    """Where the shards are and how clips are cut from them (see docs/design.md §2)."""
 
     data: str = ""
     """Folder written by `preprocess` (holds manifest.json and shards/). Pretrain/finetune train on it; eval queries its test split against its train split."""
