@@ -286,3 +286,25 @@ def test_every_docs_page_is_reachable_from_the_readme():
 def test_readme_is_a_front_page():
     """The README links the reference pages instead of holding them (it was 45 KB of per-package manuals)."""
     assert (REPO / "README.md").stat().st_size < 15 * 1024
+
+
+def test_preprocess_doc_lists_every_cli_option_with_its_default():
+    """docs/preprocess.md lists the CLI's options: each option the parser has, none it lacks, and the defaults
+    it writes beside them (``--gop 16``) are the parser's."""
+    from preprocess.cli import parser
+
+    actions = {opt: a for a in parser()._actions for opt in a.option_strings if opt.startswith("--") and opt != "--help"}
+    doc = (REPO / "docs" / "preprocess.md").read_text(encoding="utf-8")
+    written = re.findall(r"`(--[a-z][\w-]*)(?: ([^`]+))?`", doc)
+    assert {name for name, _ in written} == set(actions), "options in the doc vs the parser"
+    units = {"": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    checked = 0
+    for name, value in written:
+        default, choices = actions[name].default, actions[name].choices
+        if m := re.fullmatch(r"(\d+)(KiB|MiB|GiB)?", value):
+            assert int(m.group(1)) * units[m.group(2) or ""] == default, (name, value, default)
+            checked += 1
+        elif value.startswith("{"):
+            assert set(value.strip("{}").split(",")) == set(choices), (name, value, choices)
+            checked += 1
+    assert checked >= 5, "the doc's defaults were not found"
