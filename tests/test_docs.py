@@ -36,7 +36,7 @@ INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
 LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 LINK_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$", re.M)
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
-#: ``FILE §N``: FILE is a path ending in .md or an all-caps name (``DESIGN §3`` must fail: no such file).
+#: ``FILE §N``: FILE is a path ending in .md or an all-caps name (``NOTES §3`` must fail: no such file).
 SECTION_REF = re.compile(r"(?:((?:[\w.-]+/)*[\w.-]+\.md|\b[A-Z][A-Z_]{3,}\b)[`'\"]?\s*)?§\s*(\d+)")
 #: ``FILE.md "Heading"`` (or ``README "Heading"``): a named section of a Markdown file.
 QUOTED_REF = re.compile(r"((?:[\w.-]+/)*[\w.-]+\.md|\b[A-Z][A-Z_]{3,}\b)[`']?\s+\"([^\"\n]+)\"")
@@ -215,11 +215,11 @@ def test_section_references_resolve_or_are_reported(page):
     good = page("pkg/mod.py", '"""See docs/a.md §1 and docs/a.md §2; details: docs/a.md "Sampling"."""\n')
     assert reference_problems(good) == []
     assert reference_problems(page("docs/d.md", "# D\n\nsee a.md §2, [a §1](a.md#1-shard-format), `X §9`\n")) == []
-    bad = page("pkg/bad.py", '# DESIGN §3 and DESIGN.md §1 and docs/a.md §7 and bare §2 and README "Loader"\n')
+    bad = page("pkg/bad.py", '# NOTES §3 and NOTES.md §1 and docs/a.md §7 and bare §2 and README "Loader"\n')
     found = reference_problems(bad)
     assert [f.split(": ", 1)[1] for f in found] == [
-        "'DESIGN §3': no file DESIGN in the repository",
-        "'DESIGN.md §1': no file DESIGN.md in the repository",
+        "'NOTES §3': no file NOTES in the repository",
+        "'NOTES.md §1': no file NOTES.md in the repository",
         "'docs/a.md §7': docs/a.md has no section 7",
         "'§2' names no file (write e.g. docs/design.md §2)",
         "'README \"Loader\"': no file README in the repository",
