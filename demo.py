@@ -9,7 +9,7 @@
    backbone and from scratch.
 4. Evaluate (train.py eval) on the test split: pretext accuracy vs chance, clip/video accuracy, retrieval R@1.
 
-Results: a table on the terminal and `runs/demo/results.json`. CPU only, tiny model (DESIGN §3).
+Results: a table on the terminal and `runs/demo/results.json`. CPU only, tiny model (docs/design.md §3).
 """
 
 from __future__ import annotations

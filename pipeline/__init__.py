@@ -3,7 +3,7 @@
     from pipeline import LoaderConfig, build_loader, list_shards
     loader = build_loader(list_shards("OUT", split="train"), LoaderConfig(mode="pretext"))
 
-See README "Loader (`pipeline/`)" for the batch format and DESIGN.md §2 for the sampling semantics.
+See docs/pipeline.md for the batch format and docs/design.md §2 for the sampling semantics.
 """
 
 from pipeline.config import DEFAULT_SPEEDS, ClipConfig, LoaderConfig

@@ -48,7 +48,7 @@ def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool 
 
 
 class VideoLoader:
-    """Iterable of batch dicts (see README "Loader"). ``len()`` is the batches per epoch on this rank."""
+    """Iterable of batch dicts (see docs/pipeline.md). ``len()`` is the batches per epoch on this rank."""
 
     def __init__(self, records, cfg: LoaderConfig, *, backend: str, rank: int, world_size: int, num_workers: int,
                  device: torch.device | None, normalized: bool = True):

@@ -1,4 +1,4 @@
-"""The speed sampler: which source frames every clip holds, and its labels (DESIGN.md §2).
+"""The speed sampler: which source frames every clip holds, and its labels (docs/design.md §2).
 
 Pure numpy, used by both loader backends, the preview and the benchmark, so their semantics cannot drift.
 

@@ -40,7 +40,7 @@ def test_other_codecs(tmp_path, codec, ext, keyframes):
 
     frames = VideoDecoder(str(path)).get_frames_at([37, 3, 20]).data  # (N, C, H, W)
     assert [read_frame_index(f.permute(1, 2, 0).numpy()) for f in frames] == [37, 3, 20]
-    if codec == "mjpeg":  # DALI's CPU decoder reads MJPEG (not H.264, see DESIGN.md)
+    if codec == "mjpeg":  # DALI's CPU decoder reads MJPEG (not H.264, see docs/design.md §3)
         assert [read_frame_index(f) for f in dali_cpu_decode(sample[ext])] == list(range(40))
 
 

@@ -1,4 +1,4 @@
-"""The speed sampler follows DESIGN.md §2 exactly (pure numpy, no video needed)."""
+"""The speed sampler follows docs/design.md §2 exactly (pure numpy, no video needed)."""
 
 import itertools
 

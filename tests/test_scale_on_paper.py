@@ -1,4 +1,4 @@
-"""tools/scale_on_paper.py: the measurements behind BENCHMARKS "Scale on paper" and its arithmetic."""
+"""tools/scale_on_paper.py: the measurements behind BENCHMARKS.md "Scale on paper" and its arithmetic."""
 
 from __future__ import annotations
 

@@ -39,8 +39,8 @@ PUBLISHED = {
 }
 
 # Measured in this repo on the 2-core CPU (docs/design.md §3), 170x128 VP9 GOP 16, 16-frame clips, one thread.
-DESIGN_CPU_DECODE_CLIPS_PER_S = {"DALI CPU": (17, 22, 13), "torchcodec": (60, 28, 22)}  # speeds 1, 4, 8
-DESIGN_CPU_TRAIN_CLIPS_PER_S = 0.3  # R3D-18-shaped, 16x112x112, fwd+bwd, 2 threads
+MEASURED_CPU_DECODE_CLIPS_PER_S = {"DALI CPU": (17, 22, 13), "torchcodec": (60, 28, 22)}  # speeds 1, 4, 8
+MEASURED_CPU_TRAIN_CLIPS_PER_S = 0.3  # R3D-18-shaped, 16x112x112, fwd+bwd, 2 threads
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def plan(a: Assumptions, *, gmacs_train_per_clip: float, params: int, bytes_per_
         nodes=nodes,
         decode_fps=clip_rate * frames_per_clip,
         nvdec_fps=(nvdec_1080p * min(a.nvdec_small_frame_cap, pixel_ratio), nvdec_1080p * pixel_ratio),
-        cpu_cores_needed=clip_rate / float(np.mean(DESIGN_CPU_DECODE_CLIPS_PER_S["DALI CPU"])),
+        cpu_cores_needed=clip_rate / float(np.mean(MEASURED_CPU_DECODE_CLIPS_PER_S["DALI CPU"])),
         dataset_gb=a.videos * video_bytes / 1e9,
         read_gb_s=gpus * sample_rate * video_bytes / 1e9,
         grad_mb=grad_bytes / 1e6,
@@ -244,7 +244,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
     frames_per_clip = max(per_clip.values())
     p = plan(a, gmacs_train_per_clip=gmacs, params=params, bytes_per_frame=bytes_per_frame, frames_per_clip=frames_per_clip)
     sample_rate = p.clip_rate / a.num_clips
-    cpu = DESIGN_CPU_DECODE_CLIPS_PER_S["DALI CPU"]
+    cpu = MEASURED_CPU_DECODE_CLIPS_PER_S["DALI CPU"]
     lines = [
         f"Command: `python -m tools.scale_on_paper --hours {a.hours:g} --epochs {a.epochs} --arch {a.arch}`"
         " (about 30 s on the 2-core CPU).",
@@ -257,7 +257,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
         f" simulated): {per_clip['seek']:.1f} for a decoder that seeks to the previous keyframe,"
         f" {per_clip['from_start']:.1f} when a sample's K clips are decoded in one pass from frame 0 (a clip at speed"
         f" 8 spans {8 * (a.num_frames - 1) + 1} frames to keep {a.num_frames}). This 2-core CPU (docs/design.md §3): training"
-        f" {DESIGN_CPU_TRAIN_CLIPS_PER_S} clips/s; DALI CPU decode {min(cpu)}-{max(cpu)} clips/s per thread.",
+        f" {MEASURED_CPU_TRAIN_CLIPS_PER_S} clips/s; DALI CPU decode {min(cpu)}-{max(cpu)} clips/s per thread.",
         "",
         "**Published** (not measured here):",
         "",
@@ -281,8 +281,8 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
         f" {p.gpu_hours:,.0f} GPU-hours |",
         f"| GPUs for {a.hours:g} h | {p.gpu_hours:,.0f} / {a.hours:g} | **{p.gpus} GPUs = {p.nodes} node(s) of"
         f" {a.gpus_per_node}** |",
-        f"| the same on this CPU | {p.total_clips / 1e6:.0f} M clips / {DESIGN_CPU_TRAIN_CLIPS_PER_S} clips/s |"
-        f" {p.total_clips / DESIGN_CPU_TRAIN_CLIPS_PER_S / 3600 / 24 / 365:,.0f} years |",
+        f"| the same on this CPU | {p.total_clips / 1e6:.0f} M clips / {MEASURED_CPU_TRAIN_CLIPS_PER_S} clips/s |"
+        f" {p.total_clips / MEASURED_CPU_TRAIN_CLIPS_PER_S / 3600 / 24 / 365:,.0f} years |",
         f"| decode demand | {p.clip_rate:.0f} clips/s x {frames_per_clip:.0f} frames | {p.decode_fps:,.0f} frames/s"
         " per GPU |",
         f"| NVDEC supply (A100) | {PUBLISHED['a100_nvdecs'][0]} x {PUBLISHED['nvdec_fps_1080p_h264'][0]} fps x"
