@@ -93,6 +93,18 @@ def pretext_loss(out: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tenso
     return loss, stats
 
 
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """Deterministic kernels. On a GPU warn-only: 3D adaptive average pooling and max pooling have no
+    deterministic CUDA backward, so strict mode would stop every run at its first backward pass."""
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """channels_last_3d on GPU, except for TGN: its grouped view of (B, C, T, H, W) needs the default layout
+    (a channels-last input costs one copy per grouped layer; BENCHMARKS.md "GPU path")."""
+    return cfg.run.channels_last and device.type == "cuda" and cfg.model.norm != "tgn"
+
+
 def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None) -> dict:
     # ---- setup
     pretrain = cfg.mode == "pretrain"
@@ -101,10 +113,10 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     resume = checkpoint.load(ckpt_path) if cfg.run.resume else None
     device = info.device
     if cfg.run.deterministic:
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms(device)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.run.deterministic
     use_amp = cfg.run.amp and device.type == "cuda"
-    channels_last = cfg.run.channels_last and device.type == "cuda"
+    channels_last = use_channels_last(cfg, device)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written

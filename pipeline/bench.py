@@ -11,6 +11,12 @@ All methods read the same samples with the same sampler draws (the loader's epoc
   clips need, including the GOP lead-in: for every clip, from the keyframe at or before its first frame to
   its last frame, the union over a sample's clips (what an ideal seeking decoder would decode).
 
+``detail.decoded_frames_per_clip_by_method``: frames each method decodes per clip returned. ``dali`` is
+counted by the loader (frames DALI is asked to decode: it does not seek, so from the start of the stream it is
+fed, cut by ``stream_cut.py``, to the last wanted frame); ``dali_uncut`` is what DALI would decode fed whole
+streams, ``reference`` and ``pyav_per_clip`` follow from their decoders' seeking rules, ``decode_limit`` is
+the seeking decode limit above (torchcodec's and decord's internal seeking is not modelled).
+
 torch runs with one intra-op thread throughout, so the only parallelism is ``workers``. Every setting is
 measured in ``repeats`` rounds (all methods one after the other in each); the results are medians over the
 rounds, and a method's ratio to the decode limit is the median of its per-round ratios.
@@ -45,7 +51,8 @@ CODEC_SETS = (("vp9_gop16", "vp9", 16), ("vp9_gop250", "vp9", 250), ("mjpeg", "m
 
 
 def _time_loader(shards, cfg, backend, samples: int, workers: int):
-    """(steady-state clips/s, [(epoch, key)] of the timed samples). Each epoch's first batch is not timed:
+    """(steady-state clips/s, [(epoch, key)] of the timed samples, the loader's decoded frames per clip or
+    None). Each epoch's first batch is not timed:
     it holds the start-up (worker fork or DALI pipeline build, first decode), which real epochs of
     thousands of batches amortize."""
     loader = build_loader(shards, cfg, backend=backend, num_workers=workers)
@@ -64,7 +71,7 @@ def _time_loader(shards, cfg, backend, samples: int, workers: int):
                 break
         elapsed += time.perf_counter() - started
         epoch += 1
-    return clips / elapsed, timed
+    return clips / elapsed, timed, loader.decoded_frames_per_clip
 
 
 def _time_per_clip(decode, plans, cfg, max_seconds: float = PEER_SECONDS) -> float:
@@ -109,6 +116,19 @@ def _required_frames(plan, keyframes: np.ndarray) -> int:
     return int(needed.sum())
 
 
+def _decoded_frames_by_method(plans, keyframes: dict) -> dict[str, int]:
+    """Frames decoded for ``plans`` by the decoders whose seeking rule is known (see module docstring)."""
+    from pipeline.stream_cut import _runs
+
+    totals = {"dali_uncut": 0, "reference": 0, "pyav_per_clip": 0}
+    for plan in plans:
+        keys = keyframes[plan.record.key]
+        totals["dali_uncut"] += int(plan.union[-1]) + 1
+        totals["reference"] += sum(b - a + 1 for a, b in _runs(plan.union, keys))
+        totals["pyav_per_clip"] += sum(int(c.max()) + 1 - int(keys[keys <= c.min()].max()) for c in plan.clips.frames)
+    return totals
+
+
 def _attempt(name: str, measure, errors: dict):
     """``measure()``, or None with the reason recorded in ``errors[name]`` (a method that cannot run here is
     reported, not dropped)."""
@@ -129,13 +149,15 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(1)
     records = {r.key: r for r in scan_shards(shards)[0]}
-    rounds, errors, plans = [], {}, None
+    rounds, errors, plans, dali_decoded = [], {}, None, []
     for _ in range(repeats):
         rates, seen = {}, None
         for backend in ("reference", "dali"):
             timed = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, workers), errors)
             rates[backend] = None if timed is None else timed[0]
             seen = seen or (timed and timed[1])  # the (epoch, key) order the loaders read
+            if backend == "dali" and timed is not None and timed[2] is not None:
+                dali_decoded.append(timed[2])
         if seen is None:
             raise RuntimeError(f"no loader ran: {errors}")
         if plans is None:  # the other methods read the same samples with the same draws, every round
@@ -144,6 +166,7 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
             keyframes = {key: _keyframes(data) for key, data in datas.items()}
             required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
             clips = sum(len(p.views) for p in plans)
+            decoded = {m: round(n / clips, 1) for m, n in _decoded_frames_by_method(plans, keyframes).items()}
         for name, decode in PEERS.items():
             rates[name] = _attempt(name, lambda: _time_per_clip(decode, plans, cfg), errors)
         frames_per_s = _decode_rate(list(datas.values()))
@@ -156,6 +179,7 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
         "errors": errors,
         "decode_frames_per_s": _median([r["decode_frames_per_s"] for r in rounds], 1),
         "decoded_frames_per_clip": round(required / clips, 1),
+        "decoded_frames_per_clip_by_method": {"dali": _median(dali_decoded, 1), **decoded, "decode_limit": round(required / clips, 1)},
         "decode_limit_clips_per_s": _median([r["decode_limit_clips_per_s"] for r in rounds], 2),
         "samples": len(plans), "clips": clips, "repeats": repeats,
         "rounds": [{"clips_per_s": {m: None if v is None else round(v, 2) for m, v in r["clips_per_s"].items()},

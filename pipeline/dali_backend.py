@@ -10,6 +10,13 @@ costs milliseconds.
 
 DALI rejects bad bytes by throwing, which leaves the pipeline unusable. When that happens the pipeline is
 rebuilt and the samples that were in flight are decoded one by one, so the culprit is named (or skipped).
+
+Decode work is bounded: DALI's decoders do not seek, so each sample's stream is first cut to the packets
+its clips need (``stream_cut.py``) and DALI decodes that from its start. ``pad_mode="none"`` makes a frame
+index past the end an error instead of a black frame. On a GPU, ``num_threads`` is the ``mixed`` decoder's
+thread pool (videos decoded at once, sized for NVDEC, not the CPU), threads are not pinned to cores
+(``affine=False``: under DDP every rank's pool would pin to the same first cores), and outputs are taken
+on the consumer's CUDA stream and wrapped with DLPack (no device copy).
 """
 
 from __future__ import annotations
@@ -23,22 +30,35 @@ import torch
 
 from pipeline.config import LoaderConfig
 from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, work_item
-from pipeline.shards import BadSampleError, SampleRecord, check_video_bytes
+from pipeline.shards import BadSampleError, SampleRecord
+from pipeline.stream_cut import CutStream, cut_stream
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 2  # batches scheduled ahead, so DALI decodes the next batch while torch cuts the current one
 
 
+def decoder_options(*, mixed: bool) -> dict:
+    """Keyword arguments of ``fn.decoders.video`` (checked against DALI 2.4's docstring)."""
+    # pad_mode="none": a frame past the end raises (the default, "constant", returns black frames silently)
+    options = {"device": "mixed" if mixed else "cpu", "pad_mode": "none"}
+    if mixed:
+        options["affine"] = False  # the mixed backend pins its pool threads to cores by default
+    return options
+
+
 def build_decode_pipeline(*, batch_size: int, num_threads: int, device_id: int | None):
     """``encoded`` bytes + ``frames`` (int32 list per sample) -> (F, H, W, 3) uint8 frames per sample."""
     from nvidia.dali import fn, pipeline_def, types
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1)
+    options = decoder_options(mixed=device_id is not None)
+
+    # set_affinity=False: no pinning of DALI's own threads either (under DDP every rank would pick the same cores)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1, set_affinity=False)
     def decode():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
-        return fn.decoders.video(encoded, frames=frames, device="cpu" if device_id is None else "mixed")
+        return fn.decoders.video(encoded, frames=frames, **options)
 
     pipe = decode()
     pipe.build()
@@ -46,35 +66,43 @@ def build_decode_pipeline(*, batch_size: int, num_threads: int, device_id: int |
 
 
 def _to_torch(tensor, device_id: int | None) -> torch.Tensor:
-    """One DALI output sample as a torch tensor that owns its memory (DALI reuses its buffers)."""
+    """One DALI output sample as a torch tensor. CPU: a copy (DALI reuses its buffers). GPU: a DLPack view
+    of DALI's buffer, valid until the next ``outputs()`` call (:meth:`DaliStream._merge` finishes its
+    reads before that)."""
     if device_id is None:
         return torch.from_numpy(np.array(tensor))  # copies
-    # GPU path: copy into a torch CUDA tensor on the current stream (cannot be tested on CPU-only CI)
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-
-    out = torch.empty(tuple(tensor.shape()), dtype=torch.uint8, device=torch.device("cuda", device_id))
-    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device_id))
-    return out
+    return torch.from_dlpack(tensor)  # GPU path (cannot run on CPU-only CI; docker/gpu_check.sh covers it)
 
 
 class DaliStream:
-    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int):
-        self.cfg, self.device_id, self.num_threads = cfg, device_id, num_threads
+    """Per-sample results of DALI's video decoder (see the module docstring).
+
+    ``cut``: feed each sample's stream cut to what its clips need (True), or whole (False, only to measure
+    what cutting saves). ``decoded_frames`` / ``clips``: frames DALI was asked to decode (from the start of
+    the stream it was fed to the last wanted frame: it does not seek) and clips returned, so far."""
+
+    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int, cut: bool = True):
+        self.cfg, self.device_id, self.num_threads, self.cut = cfg, device_id, num_threads, cut
         self._pipe = None
-        log.info("DALI video decoder on %s", "the CPU" if device_id is None else f"GPU {device_id} (mixed)")
+        self._released = None  # GPU: event after the last reads of DALI's current output buffers
+        self.decoded_frames = self.clips = 0
+        log.info("DALI video decoder on %s, %d threads", "the CPU" if device_id is None else f"GPU {device_id} (mixed)", num_threads)
 
     def _fresh_pipe(self):
         self._pipe = build_decode_pipeline(batch_size=self.cfg.batch_size, num_threads=self.num_threads, device_id=self.device_id)
         return self._pipe
 
     def _prepare(self, record: SampleRecord, repeat: int, epoch: int):
-        """(plan, encoded bytes) ready to feed, or the sample's BadSampleError."""
+        """(plan, cut stream) ready to feed, or the sample's BadSampleError."""
         try:
             plan = plan_sample(record, self.cfg, epoch, repeat)
             assert plan.union[0] >= 0 and plan.union[-1] < record.frames, (record.key, plan.union)
             data = record.read_video()
-            check_video_bytes(record, data)
-            return plan, np.frombuffer(data, dtype=np.uint8)
+            stream = cut_stream(record, data, plan.union)  # also checks the container against the json
+            if not self.cut:
+                whole = np.arange(record.frames)
+                stream = CutStream(np.frombuffer(data, dtype=np.uint8), whole, plan.union.astype(np.int32), int(plan.union[-1]) + 1, stream.codec)
+            return plan, stream
         except BadSampleError as e:
             return e
         except OSError as e:
@@ -84,10 +112,19 @@ class DaliStream:
         todo = [e for e in entries if not isinstance(e, BadSampleError)]
         if not todo:
             return False
-        self._pipe.feed_input("encoded", [data for _, data in todo])
-        self._pipe.feed_input("frames", [plan.union.astype(np.int32) for plan, _ in todo])
+        self._pipe.feed_input("encoded", [stream.data for _, stream in todo])
+        self._pipe.feed_input("frames", [stream.frames for _, stream in todo])
         self._pipe.schedule_run()
         return True
+
+    def _outputs(self):
+        """The next batch's outputs. GPU: bound to the current (the loader thread's) CUDA stream, after the
+        reads of the previous outputs are done (DALI may reuse those buffers once this is called)."""
+        if self.device_id is None:
+            return self._pipe.outputs()
+        if self._released is not None:
+            self._released.synchronize()
+        return self._pipe.outputs(cuda_stream=torch.cuda.current_stream(self.device_id))
 
     def _finish(self, plan: SamplePlan, decoded: torch.Tensor):
         try:
@@ -102,8 +139,14 @@ class DaliStream:
             if isinstance(entry, BadSampleError):
                 results.append(entry)
             else:
-                results.append(self._finish(entry[0], _to_torch(frames[j], self.device_id)))
+                plan, stream = entry
+                results.append(self._finish(plan, _to_torch(frames[j], self.device_id)))
+                self.decoded_frames += stream.decoded
+                self.clips += len(plan.views)
                 j += 1
+        if self.device_id is not None:
+            self._released = torch.cuda.Event()
+            self._released.record()  # on the current stream, after the clips were cut from DALI's buffers
         return results
 
     def _one_by_one(self, entries, failure: Exception) -> list:
@@ -114,10 +157,11 @@ class DaliStream:
                 results.append(entry)
                 continue
             plan, _ = entry
-            pipe = self._pipe if self._pipe is not None else self._fresh_pipe()
+            if self._pipe is None:
+                self._fresh_pipe()
             try:
                 self._schedule([entry])
-                results.append(self._merge([entry], pipe.outputs()))
+                results.append(self._merge([entry], self._outputs()))
             except Exception as e:  # noqa: BLE001 -- DALI raises RuntimeError/IndexError; either way this sample broke it
                 message = str(e).strip().splitlines()
                 reason = next((line for line in message if "Failed" in line or "rror" in line), message[0] if message else type(e).__name__)
@@ -135,6 +179,7 @@ class DaliStream:
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
         """Per-sample results in reading order (see ``plan.drive``)."""
         self._fresh_pipe()
+        self._released = None
         return drive(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
 
     def _run(self, samples: list[SampleRecord], indices: range, epoch: int):
@@ -156,7 +201,7 @@ class DaliStream:
                 yield from entries
                 continue
             try:
-                outputs = self._pipe.outputs()
+                outputs = self._outputs()
             except Exception as failure:  # noqa: BLE001 -- the pipeline is now invalid; find who broke it
                 lost = [entries] + [e for e, _ in in_flight]
                 in_flight.clear()

@@ -3,7 +3,9 @@
 A backend turns this rank's work items (sample record + repeat count, see ``plan.py``) into a stream of
 per-sample results, in order: either a :class:`SampleResult` or the :class:`BadSampleError` of that
 sample. This module plans the epoch, assembles full batches from the stream (raising on a bad sample,
-or skipping and counting it with ``skip_bad_samples``) and collates them.
+or skipping and counting it with ``skip_bad_samples``) and collates them. Which backend runs is decided by
+``routing.choose_backend`` from the shards' codecs; the DALI backends produce their batches on a background
+thread (``background.py``), the reference backend in its DataLoader worker processes.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ import numpy as np
 import torch
 
 from pipeline.augment import normalize_batch
+from pipeline.background import background_batches
 from pipeline.config import LoaderConfig
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
+from pipeline.routing import CPU_DEFAULT, GPU_DECODE_THREADS, Route, choose_backend, dali_threads
 from pipeline.shards import BadSampleError, scan_shards
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "dali", "reference")
-#: What ``backend="auto"`` runs without a GPU, chosen by ``python -m pipeline bench`` (BENCHMARKS.md): DALI's
-#: CPU decoder cannot seek, so the reference backend's one-pass PyAV decode of the union of a sample's clips
-#: (jumping to a keyframe when that saves work) is as fast in pretext mode and faster for single clips and long videos.
-CPU_DEFAULT = "reference"
+__all__ = ["BACKENDS", "CPU_DEFAULT", "VideoLoader", "build_loader", "collate"]
 
 
 def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool = True, pin: bool = False) -> dict:
@@ -50,30 +51,39 @@ def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool 
 class VideoLoader:
     """Iterable of batch dicts (see docs/pipeline.md). ``len()`` is the batches per epoch on this rank."""
 
-    def __init__(self, records, cfg: LoaderConfig, *, backend: str, rank: int, world_size: int, num_workers: int,
-                 device: torch.device | None, normalized: bool = True):
+    def __init__(self, records, cfg: LoaderConfig, *, route: Route, rank: int, world_size: int, num_workers: int,
+                 device: torch.device | None, normalized: bool = True, gpu_decode_threads: int = GPU_DECODE_THREADS):
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.device, self.normalized = device, normalized
+        self.backend, self.route_reason = route.backend, route.reason
         self.epoch = 0
         self.eligible, excluded = eligible_samples(records, cfg)
         self.stats = {"samples": len(records), "excluded": sum(excluded.values()), "excluded_reasons": dict(excluded),
                       "skipped": 0, "skipped_samples": []}
         self._num_rank_samples = len(rank_samples(self.eligible, cfg, epoch=0, rank=rank, world_size=world_size))
-        if backend == "dali":
+        if route.backend.startswith("dali"):
             from pipeline.dali_backend import DaliStream
 
             device_id = None
-            if torch.cuda.is_available():
+            if route.backend == "dali-gpu":
                 device_id = device.index if device is not None and device.type == "cuda" and device.index is not None else int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
-            self._stream = DaliStream(cfg, device_id=device_id, num_threads=max(1, num_workers))
-            self.backend = "dali-gpu" if device_id is not None else "dali-cpu"
+            threads = dali_threads(route.backend, num_workers=num_workers, gpu_decode_threads=gpu_decode_threads)
+            self._stream = DaliStream(cfg, device_id=device_id, num_threads=threads)
+            self._batch_device = torch.device("cuda", device_id) if device_id is not None else None
         else:
             from pipeline.reference import ReferenceStream
 
             self._stream = ReferenceStream(cfg, num_workers=num_workers)
-            self.backend = "reference"
+        if route.reason:
+            log.warning("loader: %s", route.reason)
         log.info("loader: backend %s, mode %s, rank %d/%d: %d of %d samples eligible, %d batches per epoch",
                  self.backend, cfg.mode, rank, world_size, len(self.eligible), len(records), len(self))
+
+    @property
+    def decoded_frames_per_clip(self) -> float | None:
+        """DALI backends: frames the decoder was asked to decode per clip returned, so far (None otherwise)."""
+        clips = getattr(self._stream, "clips", 0)
+        return self._stream.decoded_frames / clips if clips else None
 
     def __len__(self) -> int:
         return num_batches(self._num_rank_samples, self.cfg)
@@ -83,6 +93,11 @@ class VideoLoader:
         self.epoch = int(epoch)
 
     def __iter__(self):
+        if self.backend.startswith("dali"):  # DALI's host work off the training thread
+            return background_batches(self._batches, device=self._batch_device)
+        return self._batches()
+
+    def _batches(self):
         cfg = self.cfg
         samples = rank_samples(self.eligible, cfg, epoch=self.epoch, rank=self.rank, world_size=self.world_size)
         wanted = len(self)
@@ -121,12 +136,16 @@ class VideoLoader:
 
 
 def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
-                 num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True) -> VideoLoader:
+                 num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True,
+                 gpu_decode_threads: int = GPU_DECODE_THREADS) -> VideoLoader:
     """A loader over ``shards`` (tar paths, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
-    ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise).
-    ``num_workers``: DataLoader worker processes (reference) or DALI CPU threads (dali).
+    ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise);
+    codecs the GPU decoder cannot take are routed to a host path (``routing.choose_backend``; ``loader.backend``
+    and ``loader.route_reason`` say which ran and why).
+    ``num_workers``: DataLoader worker processes (reference) or DALI CPU decoder threads.
+    ``gpu_decode_threads``: the DALI ``mixed`` decoder's threads (videos decoded at once on the GPU).
     ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
     """
@@ -134,13 +153,13 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    if backend == "auto":
-        backend = "dali" if torch.cuda.is_available() else CPU_DEFAULT
     if isinstance(device, str):
         device = torch.device(device)
     records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples)
-    loader = VideoLoader(records, cfg, backend=backend, rank=rank, world_size=world_size, num_workers=num_workers,
-                         device=device, normalized=normalized)
+    codecs = {str(r.meta.get("codec")) for r in records}
+    route = choose_backend(backend, codecs, cuda=torch.cuda.is_available())
+    loader = VideoLoader(records, cfg, route=route, rank=rank, world_size=world_size, num_workers=num_workers,
+                         device=device, normalized=normalized, gpu_decode_threads=gpu_decode_threads)
     for error in bad:
         loader._count_skip(error)
     return loader

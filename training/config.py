@@ -145,13 +145,13 @@ class RunConfig:
     amp: bool = True
     """bf16 autocast on GPU (no effect on CPU)."""
     channels_last: bool = True
-    """channels_last_3d memory format for model and input on GPU (no effect on CPU)."""
+    """channels_last_3d memory format for model and input on GPU (no effect on CPU, nor with --norm tgn, whose grouped view needs the default layout)."""
     compile: bool = False
     """torch.compile the model (checkpoints still hold the plain module's weights)."""
     sync_bn: bool = True
     """Convert batch norm to SyncBatchNorm under multi-GPU DDP (no effect on CPU or one process)."""
     deterministic: bool = False
-    """Deterministic kernels (slower on GPU). CPU runs are reproducible without it."""
+    """Deterministic kernels (slower on GPU; warn-only there, since 3D pooling has no deterministic CUDA backward). CPU runs are reproducible without it."""
     progress: bool = True
     """Rich live progress display (rank 0 only)."""
 

@@ -1,0 +1,81 @@
+"""Produce a loader's batches on a background thread, a few batches ahead of the training loop.
+
+The DALI backend's host work (reading and cutting streams, feeding DALI, waiting for its outputs, cutting and
+normalizing clips) would otherwise run on the training thread between steps. Here it runs on one thread per
+iteration; the training thread only takes finished batches from a bounded queue.
+
+On a GPU the thread issues its torch work on its own CUDA stream. Each batch travels with an event recorded
+after its last kernel; the consumer makes its current stream wait for that event (no host sync) and marks
+the batch's tensors as used by its stream (``record_stream``), so the caching allocator does not reuse their
+memory while the step still reads them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+
+import torch
+
+_DONE = object()
+
+
+def background_batches(make: Callable[[], Iterator[dict]], *, depth: int = 2, device: torch.device | None = None) -> Iterator[dict]:
+    """Yield the items of ``make()`` (run on a daemon thread, at most ``depth`` ahead). Exceptions from the
+    thread are re-raised here; closing this generator stops the thread and closes ``make()``'s iterator."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    cuda = device is not None and device.type == "cuda"
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        source = None
+        try:
+            with torch.cuda.stream(torch.cuda.Stream(device)) if cuda else nullcontext():
+                source = make()
+                for batch in source:
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record()  # on this thread's stream: the batch's kernels are before it
+                    if not put((batch, event, None)):
+                        return
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer, which re-raises it
+            put((None, None, e))
+        finally:
+            if source is not None and hasattr(source, "close"):
+                source.close()
+            put(_DONE)
+
+    thread = threading.Thread(target=work, name="loader-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            batch, event, error = item
+            if error is not None:
+                raise error
+            if event is not None:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(event)
+                for value in batch.values():
+                    if isinstance(value, torch.Tensor) and value.is_cuda:
+                        value.record_stream(consumer)
+            yield batch
+    finally:
+        stop.set()
+        thread.join()
