@@ -171,21 +171,60 @@ def _cuda_of_base(instructions) -> tuple[int, int, str]:
     return int(match.group(1)), int(match.group(2)), match.group(4)
 
 
-def test_base_image_and_torch_build_match_the_dali_cuda_flavour(instructions):
-    major, minor, _ = _cuda_of_base(instructions)
-    assert major == pins.dali_cuda_major(PYPROJECT) == 12
-    torch_cuda = args_defaults(instructions)["TORCH_CUDA"]
-    match = re.fullmatch(r"cu(\d+)(\d)", torch_cuda)
-    assert match, torch_cuda
-    assert (int(match.group(1)), int(match.group(2))) == (major, minor), "torch's CUDA build = the base image's CUDA"
+def test_base_image_and_dali_flavour_name_one_cuda_major(instructions):
+    major, _, _ = _cuda_of_base(instructions)
+    assert major == pins.flavour_cuda_major(args_defaults(instructions)["DALI_FLAVOUR"]) == 13
     assert "${CUDA_IMAGE}" in [a for k, a in instructions if k == "FROM"][0]
-    assert any("download.pytorch.org/whl/${TORCH_CUDA}" in a for k, a in instructions if k == "RUN")
+    runs = [a for k, a in instructions if k == "RUN"]
+    assert any('--dali-flavour "${DALI_FLAVOUR}"' in a for a in runs)
+    # every package from PyPI, like `make`: no other index
+    assert not any("--index-url" in a or "--extra-index-url" in a or "download.pytorch.org" in a for a in runs)
+
+
+# The wheel tags Ubuntu 24.04 (glibc 2.39) on x86-64 installs: pip --platform takes each tag literally.
+IMAGE_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(39, 16, -1)] + ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+UBUNTU_PYTHON = {"22.04": "3.10", "24.04": "3.12"}
+
+
+def _cuda_majors(requires: list[str]) -> set[int]:
+    """CUDA majors named by a wheel's Linux requirements: ``nvidia-*-cuXY`` packages and ``cuda-toolkit==X.Y``."""
+    majors = set()
+    for r in requires:
+        if "platform_system" in r and '"Linux"' not in r:
+            continue
+        majors |= {int(m) for m in re.findall(r"-cu(\d+)\b", r.split(";")[0])}
+        majors |= {int(m) for m in re.findall(r"^cuda-(?:toolkit|bindings)\S*?[=<>]=?\s*(\d+)\.", r.split(";")[0])}
+    return majors
+
+
+@pytest.mark.slow
+def test_image_pins_resolve_on_pypi_with_one_cuda_major(instructions, tmp_path):
+    """pip resolves the image's exact pins for its Python and platform on PyPI (downloading metadata only), and
+    torch's CUDA libraries, the DALI flavour's and the base image name the same CUDA major."""
+    major, _, ubuntu = _cuda_of_base(instructions)
+    flavour = args_defaults(instructions)["DALI_FLAVOUR"]
+    requirements = [pins.torch_requirement(PYPROJECT), *pins.image_requirements(flavour, PYPROJECT)]
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:",
+           *(a for p in IMAGE_PLATFORMS for a in ("--platform", p)), "--python-version", UBUNTU_PYTHON[ubuntu], "--index-url", "https://pypi.org/simple",
+           "--quiet", "--report", str(report), *requirements]
+    # PyPI only, as in the image: no local wheel folders, extra indexes or constraints of this machine
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")}
+    done = subprocess.run(cmd, env={**env, "PIP_CONFIG_FILE": os.devnull}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"the image's pins do not resolve on PyPI:\n{done.stderr[-3000:]}"
+    resolved = {pins.requirement_name(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
+    assert set(resolved) == {pins.requirement_name(r) for r in requirements}
+    torch_wheel, dali_wheel = resolved["torch"], resolved[pins.requirement_name(flavour)]
+    assert torch_wheel["metadata"]["version"] == pins.pinned_version(pins.torch_requirement(PYPROJECT))  # no +cpu/+cuXY build
+    assert "files.pythonhosted.org" in torch_wheel["download_info"]["url"]
+    torch_majors = _cuda_majors(torch_wheel["metadata"].get("requires_dist", []))
+    dali_majors = _cuda_majors(dali_wheel["metadata"].get("requires_dist", [])) | {pins.flavour_cuda_major(flavour)}
+    assert torch_majors == dali_majors == {major}, (torch_majors, dali_majors, major)
 
 
 def test_base_image_python_satisfies_the_project_and_dali(instructions):
-    ubuntu_python = {"22.04": "3.10", "24.04": "3.12"}
     *_, ubuntu = _cuda_of_base(instructions)
-    python = ubuntu_python[ubuntu]
+    python = UBUNTU_PYTHON[ubuntu]
     requires = SpecifierSet(tomllib.loads(PYPROJECT.read_text())["project"]["requires-python"])
     assert python in requires
     assert python in SpecifierSet(">=3.10,<3.13"), "DALI/torch wheels for 3.10-3.12 are the tested range"
@@ -221,8 +260,14 @@ def test_pins_cli_prints_what_the_dockerfile_installs():
     assert run("torch").stdout.strip() == pins.torch_requirement(PYPROJECT)
     assert run("requirements").stdout.splitlines() == pins.other_requirements(PYPROJECT)
     assert run("cuda-major").stdout.strip() == "12"
+    image = run("requirements", "--dali-flavour", "nvidia-dali-cuda130").stdout.splitlines()
+    assert image == pins.image_requirements("nvidia-dali-cuda130", PYPROJECT)
+    assert "nvidia-dali-cuda130==2.4.0" in image and not any("cuda120" in r for r in image)
+    assert [r for r in image if "dali" not in r] == [r for r in pins.other_requirements(PYPROJECT) if "dali" not in r]
     bad = run("nonsense")
     assert bad.returncode == 2 and "usage" in bad.stderr
+    wrong = run("requirements", "--dali-flavour", "nvidia-dali")
+    assert wrong.returncode == 2 and "not a DALI wheel flavour" in wrong.stderr
 
 
 @pytest.mark.parametrize(
