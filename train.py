@@ -30,9 +30,10 @@ from shardformat import atomic_write, label_names
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
-from training.metrics import RECALL_KS, accuracy, clip_and_video_accuracy, group_by_video, retrieval_recall
+from training.metrics import RECALL_KS, accuracy, accuracy_tensor, clip_and_video_accuracy, group_by_video, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
+from training.step_metrics import StepMetrics
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,16 +80,16 @@ def build_model(cfg: TrainConfig, num_classes: int | None) -> torch.nn.Module:
     return VideoClassifier(backbone, num_classes=num_classes, dropout=m.dropout)
 
 
-def pretext_loss(out: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sorting loss (K!-way), per-clip speed loss, or their sum; and the matching accuracies."""
+def pretext_loss(out: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sorting loss (K!-way), per-clip speed loss, or their sum; and the matching accuracies (0-dim tensors)."""
     loss, stats = 0.0, {}
     if "order_logits" in out:
         loss = loss + F.cross_entropy(out["order_logits"].float(), batch["order_label"])
-        stats["order_acc"] = accuracy(out["order_logits"].detach(), batch["order_label"])
+        stats["order_acc"] = accuracy_tensor(out["order_logits"].detach(), batch["order_label"])
     if "speed_logits" in out:
         logits = out["speed_logits"].flatten(0, 1).float()  # (B*K, num_speeds)
         loss = loss + F.cross_entropy(logits, batch["speed_label"].flatten())
-        stats["speed_acc"] = accuracy(logits.detach(), batch["speed_label"].flatten())
+        stats["speed_acc"] = accuracy_tensor(logits.detach(), batch["speed_label"].flatten())
     stats["acc"] = stats.get("order_acc", stats.get("speed_acc"))
     return loss, stats
 
@@ -124,7 +125,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     # ---- data
     shards = list_shards(cfg.data.data, split=cfg.data.train_split)
     loader = build_loader(shards, loader_config(cfg, "pretext" if pretrain else "train", training=True), backend=cfg.data.backend,
-                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device,
+                          gpu_decode_threads=cfg.data.gpu_decode_threads)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
@@ -175,46 +177,48 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     if info.is_main:
         console.log(f"{cfg.mode}: {cfg.model.arch} on {device} x{info.world_size}, loader {loader.backend}, "
                     f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else ""))
-    stats: dict = {}
+        if loader.route_reason:
+            console.log(f"loader: {loader.route_reason}")
+    metrics = StepMetrics(info)  # device-side until each log window ends: no host sync per step
     started, steps_here = time.perf_counter(), 0
     model.train()
     with progress_display(cfg.run.progress and info.is_main) as progress:
         task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), acc=float("nan"), clips_per_s=0.0, wait_pct=0.0)
+        metrics.restart_clock()
         while step < total_steps and not (cfg.run.stop_after and steps_here >= cfg.run.stop_after):
             epoch, skip = divmod(step, steps_per_epoch)
             loader.set_epoch(epoch)
             batches = Prefetcher(itertools.islice(loader, skip, None), device, channels_last=channels_last)  # resume: skip consumed batches
             for batch in batches:
-                t0 = time.perf_counter()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     if pretrain:
                         loss, stats = pretext_loss(model(batch["clips"]), batch)  # clips (B, K, 3, T, H, W)
                     else:
                         logits = model(batch["clips"][:, 0])  # (B, 1, 3, T, H, W) -> (B, C)
                         loss = F.cross_entropy(logits.float(), batch["label"], ignore_index=-1)
-                        stats = {"acc": accuracy(logits.detach(), batch["label"])}
+                        stats = {"acc": accuracy_tensor(logits.detach(), batch["label"])}
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
                 optimizer.step()
                 scheduler.step()
                 step, steps_here = step + 1, steps_here + 1
-                stats = distributed.all_reduce_mean({"loss": loss.item(), **stats}, info)  # .item() waits for the step: compute time is real
-                loss_value = stats["loss"]
-                compute_s, wait_s = time.perf_counter() - t0, batches.last_wait_s
-                clips = batch["clips"].shape[0] * batch["clips"].shape[1] * info.world_size
-                record = {"step": step, "epoch": epoch, **stats,
-                          "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item(), "clips_per_s": clips / (compute_s + wait_s),
-                          "data_wait_s": wait_s, "compute_s": compute_s, "data_wait_pct": 100 * wait_s / (compute_s + wait_s)}
-                if info.is_main:
-                    log.write(record)
-                    progress.update(task, completed=step, loss=loss_value, acc=record["acc"], clips_per_s=record["clips_per_s"], wait_pct=record["data_wait_pct"])
-                    if step % cfg.run.log_every == 0 or step == total_steps:
-                        console.log(f"step {step}/{total_steps} loss {loss_value:.4f} acc {record['acc']:.3f} lr {record['lr']:.2e} "
-                                    f"{record['clips_per_s']:.1f} clips/s data-wait {record['data_wait_pct']:.0f}%")
+                metrics.add(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0], clips=batch["clips"].shape[0] * batch["clips"].shape[1],
+                            wait_s=batches.last_wait_s, values={"loss": loss, **stats, "grad_norm": grad_norm})
                 end_of_epoch = step % steps_per_epoch == 0
                 stopping = step >= total_steps or (cfg.run.stop_after and steps_here >= cfg.run.stop_after)
-                if stopping or end_of_epoch or (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0):
+                saving = stopping or end_of_epoch or (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0)
+                if saving or step % cfg.run.log_every == 0:
+                    records = metrics.flush()  # every rank: one all-reduce and one host sync for the window
+                    if info.is_main:
+                        for record in records:
+                            log.write(record)
+                        last = records[-1]
+                        progress.update(task, completed=step, loss=last["loss"], acc=last["acc"], clips_per_s=last["clips_per_s"], wait_pct=last["data_wait_pct"])
+                        if step % cfg.run.log_every == 0 or step == total_steps:
+                            console.log(f"step {step}/{total_steps} loss {last['loss']:.4f} acc {last['acc']:.3f} lr {last['lr']:.2e} "
+                                        f"{last['clips_per_s']:.1f} clips/s data-wait {last['data_wait_pct']:.0f}%")
+                if saving:
                     save(epoch)
                 if stopping:
                     break
@@ -257,7 +261,8 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
         loader = build_loader(list_shards(cfg.data.data, split=split), lcfg, backend=cfg.data.backend,
-                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device,
+                              gpu_decode_threads=cfg.data.gpu_decode_threads)
         parts: dict[str, list] = {"video_id": [], "label": []}
         for batch in Prefetcher(loader, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

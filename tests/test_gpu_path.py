@@ -217,3 +217,38 @@ def test_channels_last_is_off_for_tgn(norm, flag, expected):
     cfg = TrainConfig(data=DataConfig(data="x"), model=ModelConfig(norm=norm), run=RunConfig(channels_last=flag))
     assert train.use_channels_last(cfg, torch.device("cuda")) is expected
     assert train.use_channels_last(cfg, torch.device("cpu")) is False
+
+
+# ---------------------------------------------------------------- the prepared GPU check
+def test_gpu_check_script_compiles_and_its_imports_resolve():
+    """docker/gpu_check.sh cannot run here (no GPU); its Python part must at least compile and import."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docker" / "gpu_check.sh").read_text()
+    code = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = importlib.import_module(node.module)
+            missing = [a.name for a in node.names if not hasattr(module, a.name)]
+            assert not missing, f"gpu_check.sh imports {missing} from {node.module}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                importlib.import_module(a.name)
+
+
+def test_step_metrics_one_flush_per_window_keeps_every_step():
+    from training.distributed import DistInfo
+    from training.step_metrics import StepMetrics
+
+    metrics = StepMetrics(DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    losses = [2.5, 2.25, 2.0]
+    for i, loss in enumerate(losses):
+        metrics.add(step=i + 1, epoch=0, lr=0.1, clips=8, wait_s=0.0, values={"loss": torch.tensor(loss), "acc": torch.tensor(float("nan")),
+                                                                            "grad_norm": torch.tensor(1.5)})
+    records = metrics.flush()
+    assert [r["step"] for r in records] == [1, 2, 3] and [r["loss"] for r in records] == losses
+    assert all(np.isnan(r["acc"]) and r["grad_norm"] == 1.5 and r["clips_per_s"] > 0 and 0 <= r["data_wait_pct"] <= 100 for r in records)
+    assert metrics.flush() == []  # the window was emptied

@@ -47,7 +47,9 @@ class DataConfig(ClipConfig):
     eval_batch_size: int = 8
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
-    """Loader worker processes (or DALI threads) per rank."""
+    """Loader worker processes (or DALI CPU decoder threads) per rank."""
+    gpu_decode_threads: int = 12
+    """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
 
@@ -56,6 +58,7 @@ class DataConfig(ClipConfig):
         _check(self.backend in ("auto", "dali", "reference"), f"backend must be auto, dali or reference, got {self.backend!r}")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,15 @@ RECALL_KS = (1, 5, 10, 20, 50)
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Top-1 accuracy of ``logits (N, C)`` against ``target (N,)``; entries with target < 0 are ignored."""
+    return accuracy_tensor(logits, target).item()
+
+
+def accuracy_tensor(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`accuracy` as a 0-dim float tensor on the logits' device, without a host sync (NaN when every
+    target is ignored: 0 / 0)."""
     keep = target >= 0
-    if not bool(keep.any()):
-        return float("nan")
-    return (logits[keep].argmax(-1) == target[keep]).float().mean().item()
+    correct = ((logits.argmax(-1) == target) & keep).sum()
+    return correct.float() / keep.sum().float()
 
 
 def group_by_video(video_ids: Sequence[str], values: torch.Tensor, labels: torch.Tensor) -> tuple[list[str], torch.Tensor, torch.Tensor]:
