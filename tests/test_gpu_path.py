@@ -252,3 +252,14 @@ def test_step_metrics_one_flush_per_window_keeps_every_step():
     assert [r["step"] for r in records] == [1, 2, 3] and [r["loss"] for r in records] == losses
     assert all(np.isnan(r["acc"]) and r["grad_norm"] == 1.5 and r["clips_per_s"] > 0 and 0 <= r["data_wait_pct"] <= 100 for r in records)
     assert metrics.flush() == []  # the window was emptied
+
+
+@pytest.mark.slow
+def test_bench_reports_decoded_frames_per_clip_by_method(vp9_long):
+    from pipeline import bench
+
+    cfg = LoaderConfig(**{**RAW, "speeds": (-4, -2, -1, 1, 2, 4), "num_clips": 2})
+    by = bench.run_once(vp9_long, cfg, samples=4, workers=1, repeats=1)["decoded_frames_per_clip_by_method"]
+    assert set(by) == {"dali", "dali_uncut", "reference", "pyav_per_clip", "decode_limit"}
+    assert by["dali"] is not None and by["dali"] < by["dali_uncut"]  # the cut bounds DALI's work (measured by the loader)
+    assert cfg.num_frames <= by["reference"] <= by["decode_limit"] <= by["pyav_per_clip"]
