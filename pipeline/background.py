@@ -43,6 +43,8 @@ def background_batches(make: Callable[[], Iterator[dict]], *, depth: int = 2, de
     def work() -> None:
         source = None
         try:
+            if cuda:
+                torch.cuda.set_device(device)  # a new thread starts on GPU 0: events and streams must be on ours
             with torch.cuda.stream(torch.cuda.Stream(device)) if cuda else nullcontext():
                 source = make()
                 for batch in source:
