@@ -178,8 +178,10 @@ class DaliStream:
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
         """Per-sample results in reading order (see ``plan.drive``)."""
+        if self._released is not None:  # the old pipeline's buffers go away with it: finish reading them first
+            self._released.synchronize()
+            self._released = None
         self._fresh_pipe()
-        self._released = None
         return drive(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
 
     def _run(self, samples: list[SampleRecord], indices: range, epoch: int):
