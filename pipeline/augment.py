@@ -53,7 +53,8 @@ def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View
     """Cut the clips out of a video's decoded frames.
 
     ``frames``: (U, H, W, 3) uint8, the sorted unique frames of all clips (decoded once);
-    ``positions``: (K, T) indices into ``frames``; returns (K, T, S, S, 3) uint8 on ``frames``' device.
+    ``positions``: (K, T) indices into ``frames`` (an array, or a long tensor already on ``frames``' device,
+    which saves a host-to-device copy per sample); returns (K, T, S, S, 3) uint8 on ``frames``' device.
     """
     if len({v.resize_hw for v in views}) != 1:
         raise ValueError("all clips of a sample share one resize")
@@ -62,7 +63,10 @@ def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View
         x = frames.permute(0, 3, 1, 2).float()  # (U, 3, H, W)
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
         frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (U, rh, rw, 3)
-    index = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=frames.device)
+    if isinstance(positions, torch.Tensor):
+        index = positions.to(device=frames.device, dtype=torch.long)
+    else:
+        index = torch.as_tensor(np.asarray(positions), dtype=torch.long, device=frames.device)
     clips = []
     for k, v in enumerate(views):
         window = frames[:, v.top : v.top + v.size, v.left : v.left + v.size]  # a view: gather only the crop
@@ -133,16 +137,23 @@ class ClipWriter:
         return sorted(self._pending)
 
 
-def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None) -> torch.Tensor:
+def _scale_shift(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (3, 1, 1, 1)  # broadcast over (T, H, W) of a contiguous channel-first tensor
+    scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(shape)
+    return scale, shift
+
+
+def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None,
+              scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 (..., K, T, H, W, 3) -> float32 (..., K, 3, T, H, W), scaled to [0, 1] then standardized.
-    ``out``: a float32 tensor of the result's shape to write into (a new one by default)."""
+    ``out``: a float32 tensor of the result's shape to write into (a new one by default). ``scale_shift``:
+    the constants, made once per batch by :func:`normalize_batch` (on a GPU each is a host-to-device copy)."""
     x = clips.movedim(-1, -4).contiguous()  # transpose the 1-byte data first: the cheapest pass to make strided
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     out.copy_(x)  # one converting pass
-    shape = (3, 1, 1, 1)  # broadcast over (T, H, W) of a contiguous channel-first tensor
-    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(shape)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(shape)
+    scale, shift = scale_shift if scale_shift is not None else _scale_shift(mean, std, x.device)
     return out.mul_(scale).add_(shift)
 
 
@@ -153,6 +164,7 @@ def normalize_batch(samples: list[torch.Tensor], mean, std) -> torch.Tensor:
     first = samples[0]
     k, t, h, w, c = first.shape
     out = torch.empty((len(samples), k, c, t, h, w), dtype=torch.float32, device=first.device)
+    scale_shift = _scale_shift(mean, std, first.device)
     for i, clips in enumerate(samples):
-        normalize(clips, mean, std, out=out[i])
+        normalize(clips, mean, std, out=out[i], scale_shift=scale_shift)
     return out

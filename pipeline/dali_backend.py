@@ -126,21 +126,33 @@ class DaliStream:
             self._released.synchronize()
         return self._pipe.outputs(cuda_stream=torch.cuda.current_stream(self.device_id))
 
-    def _finish(self, plan: SamplePlan, decoded: torch.Tensor):
+    def _finish(self, plan: SamplePlan, decoded: torch.Tensor, positions: torch.Tensor | None):
         try:
-            return finish_sample(plan, decoded)
+            return finish_sample(plan, decoded, positions)
         except BadSampleError as e:
             return e
+
+    def _positions_on_gpu(self, plans: list[SamplePlan]) -> list[torch.Tensor | None]:
+        """Every plan's (K, T) clip positions on the GPU in one pinned, asynchronous upload (per-sample uploads
+        from pageable memory would each block this thread). CPU: None each (the arrays are used as they are)."""
+        if self.device_id is None or not plans:
+            return [None] * len(plans)
+        flat = torch.from_numpy(np.concatenate([p.positions.ravel() for p in plans]).astype(np.int64)).pin_memory()
+        flat = flat.to(torch.device("cuda", self.device_id), non_blocking=True)
+        sizes = [p.positions.size for p in plans]
+        return [chunk.view(p.positions.shape) for chunk, p in zip(flat.split(sizes), plans)]
 
     def _merge(self, entries, outputs) -> list:
         (frames,) = outputs
         results, j = [], 0
+        good = [e for e in entries if not isinstance(e, BadSampleError)]
+        positions = iter(self._positions_on_gpu([plan for plan, _ in good]))
         for entry in entries:
             if isinstance(entry, BadSampleError):
                 results.append(entry)
             else:
                 plan, stream = entry
-                results.append(self._finish(plan, _to_torch(frames[j], self.device_id)))
+                results.append(self._finish(plan, _to_torch(frames[j], self.device_id), next(positions)))
                 self.decoded_frames += stream.decoded
                 self.clips += len(plan.views)
                 j += 1

@@ -117,13 +117,14 @@ class SampleResult:
     clips: torch.Tensor  # uint8 (K, T, S, S, 3); normalized per batch by the loader
 
 
-def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
-    """Check a decoder's output for ``plan.union`` and cut, resize, crop and flip the clips."""
+def finish_sample(plan: SamplePlan, decoded: torch.Tensor, positions: torch.Tensor | None = None) -> SampleResult:
+    """Check a decoder's output for ``plan.union`` and cut, resize, crop and flip the clips. ``positions``:
+    ``plan.positions`` already on ``decoded``'s device (the DALI GPU path uploads a batch's at once)."""
     record = plan.record
     expected = (len(plan.union), record.meta["height"], record.meta["width"], 3)
     if tuple(decoded.shape) != expected:
         raise BadSampleError(record.shard, record.key, f"decoder returned frames of shape {tuple(decoded.shape)}, expected {expected}")
-    return sample_result(plan, assemble_clips(decoded, plan.positions, plan.views))
+    return sample_result(plan, assemble_clips(decoded, plan.positions if positions is None else positions, plan.views))
 
 
 def sample_result(plan: SamplePlan, clips: torch.Tensor) -> SampleResult:
