@@ -32,7 +32,7 @@ from pathlib import Path
 
 from shardformat import FileLockedError, ManifestError, atomic_write, load_manifest, locked, manifest_lock, save_manifest
 
-from .inputs import PreprocessError, extend_label_map, fingerprint, resolve_src, screen
+from .inputs import Input, PreprocessError, extend_label_map, fingerprint, resolve_src, screen
 from .media import CODECS, EncodeParams
 from .pack import collect_samples, write_split_shards
 from .pool import load_outcome, progress_bar, transcode_all
@@ -79,12 +79,15 @@ def build_shards(
     strict: bool = False,
     label_map: dict[str, int] | None = None,
     progress: bool = True,
+    inputs: list[Input] | None = None,
 ) -> BuildResult:
     """Re-encode every video under ``src`` (a folder, or a CSV/TSV list of ``path,label`` rows) and write
     split ``split`` of the shard set in ``out`` (layout: docs/design.md §1; options: docs/preprocess.md).
 
     ``strict`` only changes the CLI's exit status (non-zero if anything was rejected); the shards are
-    the same. Raises :class:`PreprocessError` for an unusable SRC/OUT or conflicting parameters.
+    the same. ``inputs``, when given, replaces the listing of ``src`` (e.g. one split of an official
+    dataset layout, :mod:`preprocess.datasets`); their ``rel`` paths name the samples. Raises
+    :class:`PreprocessError` for an unusable SRC/OUT or conflicting parameters.
     """
     started = time.perf_counter()
     src, out = Path(src), Path(out)
@@ -92,7 +95,10 @@ def build_shards(
                                      min_frames=min_frames, workers=workers, shard_max_count=shard_max_count, shard_max_bytes=shard_max_bytes)
     settings = {**asdict(params), "seed": seed, "shard_max_count": shard_max_count,
                 "shard_max_bytes": shard_max_bytes, "labels_from_dirs": labels_from_dirs}
-    inputs = resolve_src(src, out, labels_from_dirs=labels_from_dirs)
+    if inputs is None:
+        inputs = resolve_src(src, out, labels_from_dirs=labels_from_dirs)
+    elif not inputs:
+        raise PreprocessError(f"split {split!r} has no inputs")
     _prepare_out(out)
     tools = _tool_versions_in_background()
     staging = out / ".staging" / split
