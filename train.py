@@ -33,6 +33,7 @@ from training.logs import MetricsLog, console, fmt, plot_curves, progress_displa
 from training.metrics import RECALL_KS, accuracy, clip_and_video_accuracy, group_by_video, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
+from training.tensorboard import TensorBoardLog
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -124,6 +125,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     model = build_model(cfg, None if pretrain else len(classes))
     if init_state is not None:
         load_pretrained_backbone(model, init_state["model"])
+    if cfg.optim.freeze_backbone:  # linear probe: the optimizer gets only the classifier's parameters
+        model.backbone.requires_grad_(False)
     if resume is not None:
         model.load_state_dict(resume["model"])
     model.to(device, memory_format=torch.channels_last_3d if channels_last else torch.preserve_format)
@@ -160,12 +163,18 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
 
     # ---- loop
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if info.is_main else None
+    board = TensorBoardLog(out, enabled=cfg.run.tensorboard and info.is_main, purge_step=step + 1 if resume else None)
     if info.is_main:
         console.log(f"{cfg.mode}: {cfg.model.arch} on {device} x{info.world_size}, loader {loader.backend}, "
-                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else ""))
+                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else "")
+                    + (", linear probe (backbone frozen)" if cfg.optim.freeze_backbone else ""))
+        if cfg.run.tensorboard and not board.enabled:
+            console.log("tensorboard is not installed: no event files (pip install tensorboard, or pass --no-tensorboard)")
     stats: dict = {}
     started, steps_here = time.perf_counter(), 0
     model.train()
+    if cfg.optim.freeze_backbone:
+        raw_model.backbone.eval()  # BN/TGN normalize with the loaded statistics and do not update them
     with progress_display(cfg.run.progress and info.is_main) as progress:
         task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), acc=float("nan"), clips_per_s=0.0, wait_pct=0.0)
         while step < total_steps and not (cfg.run.stop_after and steps_here >= cfg.run.stop_after):
@@ -196,6 +205,9 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                           "data_wait_s": wait_s, "compute_s": compute_s, "data_wait_pct": 100 * wait_s / (compute_s + wait_s)}
                 if info.is_main:
                     log.write(record)
+                    board.scalars(record, step=step, prefix=cfg.mode)
+                    if steps_here == 1:  # what the model is fed, once per run (and per resumed run)
+                        board.clips(f"{cfg.mode}/input_clips", batch["clips"][0], step=step, mean=loader.cfg.mean, std=loader.cfg.std)
                     progress.update(task, completed=step, loss=loss_value, acc=record["acc"], clips_per_s=record["clips_per_s"], wait_pct=record["data_wait_pct"])
                     if step % cfg.run.log_every == 0 or step == total_steps:
                         console.log(f"step {step}/{total_steps} loss {loss_value:.4f} acc {record['acc']:.3f} lr {record['lr']:.2e} "
@@ -213,6 +225,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path)}
     if info.is_main:
         log.close()
+        board.close()
         records = read_jsonl(out / "metrics.jsonl")
         window = records[-max(1, min(len(records), steps_per_epoch)):]  # the last epoch (or what ran of it)
         for key in ("loss", "acc", "order_acc", "speed_acc", "clips_per_s", "data_wait_pct"):
@@ -290,6 +303,10 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         out = Path(cfg.run.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        board = TensorBoardLog(out, enabled=cfg.run.tensorboard)  # at the evaluated checkpoint's step, beside its training curves
+        board.scalars({**results, **{k: v for k, v in results["retrieval"].items() if k.startswith("R@")}},
+                      step=state["step"] if state is not None else 0, prefix="eval")
+        board.close()
         rows = [(k, fmt(v)) for k, v in results.items() if isinstance(v, float)]
         rows += [(f"retrieval {k}", fmt(v)) for k, v in results["retrieval"].items()]
         table = results_table(f"eval ({stored_mode})", rows, ("metric", "value"))

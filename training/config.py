@@ -109,6 +109,8 @@ class OptimConfig:
     """Passes over the training split (ignored when max_steps > 0)."""
     max_steps: int = 0
     """Total optimizer steps of the run (0 = epochs * batches per epoch)."""
+    freeze_backbone: bool = False
+    """finetune: linear probe. Only the classifier trains; the backbone's weights and its BN/TGN statistics stay as loaded."""
 
     def __post_init__(self) -> None:
         _check(self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}")
@@ -154,6 +156,8 @@ class RunConfig:
     """Deterministic kernels (slower on GPU). CPU runs are reproducible without it."""
     progress: bool = True
     """Rich live progress display (rank 0 only)."""
+    tensorboard: bool = True
+    """TensorBoard event files in --out beside metrics.jsonl (rank 0 only; skipped when the tensorboard package is not installed)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.out), "out must be set")
@@ -182,6 +186,7 @@ class TrainConfig:
         _check(bool(self.data.data), "--data (a folder written by `preprocess`) is required")
         _check(self.mode != "pretrain" or self.model.head == "speed" or self.data.num_clips >= 2,
                f"--head {self.model.head} sorts clips: it needs --num-clips >= 2, got {self.data.num_clips}")
+        _check(not (self.optim.freeze_backbone and self.mode == "pretrain"), "--freeze-backbone is for finetune (a linear probe)")
 
     def to_dict(self) -> dict:
         """Plain JSON types only (tuples become lists)."""
