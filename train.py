@@ -33,6 +33,7 @@ from training.logs import MetricsLog, console, fmt, plot_curves, progress_displa
 from training.metrics import RECALL_KS, accuracy, clip_and_video_accuracy, group_by_video, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
+from training.presets import merge, preset_values
 from training.tensorboard import TensorBoardLog
 
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = {"model": stored["model"]} if mode == "finetune" else {"model": stored["model"], "data": _clip_settings(stored["data"])}
         if mode == "eval":
             run.setdefault("out", str(Path(run["init"]).parent))
+    base = merge(preset_values(mode, overrides.pop("preset", None)), base)  # the checkpoint's network wins over a preset
     if run.get("resume"):
         base = json.loads((Path(run.get("out", "runs/default")) / "config.json").read_text())
     cfg = resolve(mode, overrides, base)

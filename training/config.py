@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from pipeline.config import ClipConfig
+from training.presets import PRESETS, preset_names
 
 MODES = ("pretrain", "finetune", "eval")
 ARCHS = ("c3d", "r3d_18", "r2plus1d_18")
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for mode in MODES:
         sub = commands.add_parser(mode, help=about[mode], description=about[mode], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub.add_argument("--preset", choices=preset_names(mode), default=argparse.SUPPRESS,
+                         help="start from a named protocol (options given on the command line still win): "
+                         + "; ".join(f"{name}: {PRESETS[mode, name].about}" for name in preset_names(mode)) + " (docs/reproduce.md)")
         for name, section in SECTIONS.items():
             group = sub.add_argument_group(name, section.__doc__)
             docs = field_docs(section)
@@ -276,10 +280,13 @@ def _show(value) -> str:
 
 
 def parse_overrides(argv: list[str] | None) -> tuple[str, dict[str, dict]]:
-    """The mode and only the options given on the command line: ``{"optim": {"lr": 0.1}, ...}``."""
+    """The mode and only the options given on the command line: ``{"optim": {"lr": 0.1}, ...}``, plus
+    ``"preset": NAME`` when ``--preset`` is given (train.py layers it under the command line)."""
     ns = vars(build_parser().parse_args(argv))
     mode = ns.pop("mode")
-    overrides: dict[str, dict] = {name: {} for name in SECTIONS}
+    overrides: dict = {name: {} for name in SECTIONS}
+    if "preset" in ns:
+        overrides["preset"] = ns.pop("preset")
     for key, value in ns.items():
         section, name = key.split(".", 1)
         overrides[section][name] = value
