@@ -208,8 +208,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 if info.is_main:
                     log.write(record)
                     board.scalars(record, step=step, prefix=cfg.mode)
-                    if steps_here == 1:  # what the model is fed, once per run (and per resumed run)
-                        board.clips(f"{cfg.mode}/input_clips", batch["clips"][0], step=step, mean=loader.cfg.mean, std=loader.cfg.std)
+                    if steps_here == 1:  # what the model is fed: the first few samples, once per run (and per resumed run)
+                        board.clips(f"{cfg.mode}/input_clips", batch["clips"][:4], step=step, mean=loader.cfg.mean, std=loader.cfg.std)
                     progress.update(task, completed=step, loss=loss_value, acc=record["acc"], clips_per_s=record["clips_per_s"], wait_pct=record["data_wait_pct"])
                     if step % cfg.run.log_every == 0 or step == total_steps:
                         console.log(f"step {step}/{total_steps} loss {loss_value:.4f} acc {record['acc']:.3f} lr {record['lr']:.2e} "

@@ -182,8 +182,11 @@ def _annotation_csvs(root: Path) -> list[Path]:
     found = []
     for depth in ("*.csv", "*/*.csv", "*/*/*.csv"):
         for path in sorted(root.glob(depth)):
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                header = next(csv.reader(f), [])
+            try:
+                with open(path, newline="", encoding="utf-8-sig") as f:
+                    header = next(csv.reader(f), [])
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise DatasetError(f"{path}: not a readable CSV file ({err})") from None
             if _KINETICS_COLUMNS <= {h.strip() for h in header}:
                 found.append(path)
     return found

@@ -49,13 +49,14 @@ class TensorBoardLog:
                 self._writer.add_scalar(f"{prefix}/{name}", value, step)
 
     def clips(self, tag: str, clips: torch.Tensor, *, step: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        """One sample's clips ``(K, 3, T, H, W)`` (standardized, as the model sees them) as an image grid:
-        one row per clip, its frames left to right."""
+        """Clips ``(..., 3, T, H, W)`` (standardized, as the model sees them; e.g. a few samples' ``(N, K, ...)``)
+        as one image grid: one row per clip, its frames left to right."""
         if self._writer is None:
             return
-        k, c, t, h, w = clips.shape
-        x = clips.detach().float().cpu() * torch.tensor(std).view(1, 3, 1, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1, 1)
-        grid = x.clamp(0, 1).permute(1, 0, 3, 2, 4).reshape(c, k * h, t * w)  # (3, K*H, T*W)
+        c, t, h, w = clips.shape[-4:]
+        x = clips.detach().float().cpu().reshape(-1, c, t, h, w)  # (rows, 3, T, H, W)
+        x = x * torch.tensor(std).view(1, 3, 1, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1, 1)
+        grid = x.clamp(0, 1).permute(1, 0, 3, 2, 4).reshape(c, -1, t * w)  # (3, rows*H, T*W)
         self._writer.add_image(tag, grid, step, dataformats="CHW")
 
     def close(self) -> None:
