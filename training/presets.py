@@ -96,7 +96,7 @@ def merge(*layers: dict[str, dict]) -> dict[str, dict]:
 #: on a GPU (none was available): the backbone's multiply-adds per clip counted by torch's flop counter on
 #: the project's models (c3d 114.4, r3d_18 120.7, r2plus1d_18 121.2 G forward+backward) divided into a
 #: published A100 ResNet-50 training rate at an assumed 50% efficiency for 3D convolutions; the arithmetic
-#: is BENCHMARKS.md's "Scale on paper". Replace with the clips_per_s of your own run's metrics.jsonl.
+#: is in BENCHMARKS.md "Scale on paper". Replace with the clips_per_s of your own run's metrics.jsonl.
 ESTIMATED_A100_CLIPS_PER_S = {"c3d": 139.0, "r3d_18": 132.0, "r2plus1d_18": 132.0}
 
 #: Videos per split of the official releases (UCF101 and HMDB51 split 1; Kinetics-400 as published,
