@@ -17,6 +17,7 @@ import torch
 from pipeline.augment import normalize_batch
 from pipeline.config import LoaderConfig
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
+from pipeline.remote import RemoteOptions
 from pipeline.shards import BadSampleError, scan_shards
 
 log = logging.getLogger(__name__)
@@ -121,14 +122,16 @@ class VideoLoader:
 
 
 def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
-                 num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True) -> VideoLoader:
-    """A loader over ``shards`` (tar paths, see :func:`list_shards`) for this rank.
+                 num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True,
+                 remote: RemoteOptions | None = None) -> VideoLoader:
+    """A loader over ``shards`` (tar paths or URLs, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
     ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise).
     ``num_workers``: DataLoader worker processes (reference) or DALI CPU threads (dali).
     ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
+    ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``remote.py``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -138,7 +141,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
         backend = "dali" if torch.cuda.is_available() else CPU_DEFAULT
     if isinstance(device, str):
         device = torch.device(device)
-    records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples)
+    records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples, remote=remote)
     loader = VideoLoader(records, cfg, backend=backend, rank=rank, world_size=world_size, num_workers=num_workers,
                          device=device, normalized=normalized)
     for error in bad:
