@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
-from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
+from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
+from pipeline.shards import label_names
 
-from shardformat import atomic_write, label_names
+from shardformat import atomic_write
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
@@ -63,6 +64,12 @@ def _clip_settings(data: dict) -> dict:
     """What eval must take over from the checkpoint: how clips are cut (not where the data is, nor how many eval clips)."""
     keep = {f.name for f in dataclasses.fields(ClipConfig)} - {"num_eval_clips"}
     return {k: v for k, v in data.items() if k in keep}
+
+
+def remote_options(cfg: TrainConfig) -> RemoteOptions:
+    """How shards are read when --data is a URL."""
+    d = cfg.data
+    return RemoteOptions.from_cli(d.storage_options, d.shard_cache, retries=d.read_retries, timeout_s=d.read_timeout)
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
@@ -113,14 +120,15 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
-    shards = list_shards(cfg.data.data, split=cfg.data.train_split)
+    remote = remote_options(cfg)
+    shards = list_shards(cfg.data.data, split=cfg.data.train_split, remote=remote)
     loader = build_loader(shards, loader_config(cfg, "pretext" if pretrain else "train", training=True), backend=cfg.data.backend,
-                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
     total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
-    classes = None if pretrain else label_names(cfg.data.data)
+    classes = None if pretrain else label_names(cfg.data.data, remote)
 
     # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.run.seed)
@@ -259,8 +267,9 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         lcfg = loader_config(cfg, mode, training=False)
         if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
-        loader = build_loader(list_shards(cfg.data.data, split=split), lcfg, backend=cfg.data.backend,
-                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device)
+        remote = remote_options(cfg)
+        loader = build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
+                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote)
         parts: dict[str, list] = {"video_id": [], "label": []}
         for batch in Prefetcher(loader, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -222,3 +222,18 @@ def sibling(url: str, suffix: str) -> str:
     head, sep, name = url.rpartition("/")
     stem = name[: name.rfind(".")] if "." in name else name
     return f"{head}{sep}{stem}{suffix}"
+
+
+def add_remote_arguments(parser) -> None:
+    """The command-line options of :class:`RemoteOptions` (``python -m pipeline`` and the benchmarks)."""
+    group = parser.add_argument_group("remote shards", "Reading shards given as URLs (https://, s3://, gs://, ...).")
+    group.add_argument("--storage-options", default="", metavar="JSON",
+                       help="fsspec storage options as a JSON object, e.g. '{\"anon\": true}' (default: environment credentials)")
+    group.add_argument("--shard-cache", default="", metavar="DIR", help="keep every member read under DIR; later epochs read it locally")
+    group.add_argument("--read-retries", type=int, default=RemoteOptions.retries, help="retries of a failed read before the sample is bad")
+    group.add_argument("--read-timeout", type=float, default=RemoteOptions.timeout_s, help="limit on one read, seconds")
+
+
+def remote_options(args) -> RemoteOptions:
+    """:class:`RemoteOptions` from the options :func:`add_remote_arguments` added."""
+    return RemoteOptions.from_cli(args.storage_options, args.shard_cache, retries=args.read_retries, timeout_s=args.read_timeout)

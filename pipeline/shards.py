@@ -22,7 +22,9 @@ import av
 
 from pipeline.remote import RemoteOptions, RemoteReadError, is_url, join, read_many, sibling
 from pipeline.remote import read as read_remote
-from shardformat import index_path, parse_index, read_index, split_tars
+import shardformat
+from shardformat import index_path, load_manifest, names_in_label_order, parse_index, parse_manifest, read_index, split_tars
+from shardformat.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +127,33 @@ def _list_remote_shards(paths: list[str], split: str, remote: RemoteOptions) -> 
         if missing:
             raise FileNotFoundError(f"shard not found: {missing[0]}")
         return paths
-    url = join(paths[0], "manifest.json")
-    try:
-        manifest = json.loads(read_remote(url, remote))
-    except RemoteReadError as e:
-        raise FileNotFoundError(f"cannot read the manifest of the remote folder {paths[0]} ({e}); "
-                                "give the shard URLs (.tar) instead if it has none") from None
-    except ValueError as e:
-        raise ValueError(f"{url}: unparseable manifest: {e}") from None
-    splits = manifest.get("splits", {}) if isinstance(manifest, dict) else {}
+    url = join(paths[0], MANIFEST_NAME)
+    splits = read_manifest(paths[0], remote)["splits"]
     if split not in splits:
         raise FileNotFoundError(f"{url} has no split {split!r} (has {sorted(splits)})")
     tars = [join(paths[0], entry["tar"]) for entry in splits[split]["shards"]]
     if not tars:
         raise FileNotFoundError(f"no {split!r} shards in {url}")
     return tars
+
+
+def read_manifest(out_dir, remote: RemoteOptions | None = None) -> dict:
+    """``OUT/manifest.json`` of a local folder or of a folder URL (read with ``remote``)."""
+    if not is_url(str(out_dir)):
+        return load_manifest(out_dir)
+    url = join(str(out_dir), MANIFEST_NAME)
+    try:
+        return parse_manifest(read_remote(url, remote or RemoteOptions()), url)
+    except RemoteReadError as e:
+        raise FileNotFoundError(f"cannot read the manifest of the remote folder {out_dir} ({e}); "
+                                "give the shard URLs (.tar) instead if it has none") from None
+
+
+def label_names(out_dir, remote: RemoteOptions | None = None) -> list[str]:
+    """Class names in label order (index = label) of a shard set, local or at a URL."""
+    if not is_url(str(out_dir)):
+        return shardformat.label_names(out_dir)
+    return names_in_label_order(read_manifest(out_dir, remote)["label_map"], join(str(out_dir), MANIFEST_NAME))
 
 
 def _members_from_index(idx_path: Path) -> list[tuple[str, dict]]:

@@ -200,3 +200,24 @@ def test_options_from_the_command_line():
         RemoteOptions.from_cli("[1, 2]")
     with pytest.raises(ValueError, match="retries"):
         RemoteOptions(retries=-1)
+
+
+@pytest.mark.slow
+def test_train_and_eval_from_a_url_equal_local(tmp_path_factory, tmp_path):
+    import train
+    from train_helpers import QUIET, TINY_DATA, TINY_MODEL, build_motion_shards, losses
+
+    shards = build_motion_shards(tmp_path_factory.getbasetemp() / "train_motion")  # shared with test_train.py
+    nginx = Nginx(shards, tmp_path / "nginx")
+    try:
+        runs = {}
+        for name, data in (("local", str(shards)), ("remote", nginx.url)):
+            args = ["--data", data, *TINY_DATA, *TINY_MODEL, *QUIET, "--deterministic"]
+            train.main(["finetune", *args, "--arch", "c3d", "--init", "scratch", "--max-steps", "2", "--out", str(tmp_path / name),
+                        "--shard-cache", str(tmp_path / "cache") if name == "remote" else ""])
+            result = train.main(["eval", "--data", data, "--init", str(tmp_path / name / "checkpoint.pt"), *TINY_DATA, *QUIET])
+            runs[name] = (losses(tmp_path / name), {k: v for k, v in result.items() if k not in ("checkpoint", "data")})
+        assert any(r.path.endswith(".tar") and r.range for r in nginx.requests())
+    finally:
+        nginx.stop()
+    assert runs["remote"] == runs["local"] and len(runs["local"][0]) == 2

@@ -51,12 +51,21 @@ class DataConfig(ClipConfig):
     """Loader worker processes (or DALI threads) per rank."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
+    storage_options: str = ""
+    """When --data is a URL (https://, s3://, gs://, ...): fsspec storage options as a JSON object. Stored in config.json and checkpoints, so give credentials through the environment instead."""
+    shard_cache: str = ""
+    """When --data is a URL: local folder keeping every member read, so later epochs make no requests (empty = no cache)."""
+    read_retries: int = 4
+    """When --data is a URL: retries of a failed read (with backoff) before the sample counts as bad."""
+    read_timeout: float = 30.0
+    """When --data is a URL: limit on one read, in seconds."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.backend in ("auto", "dali", "reference"), f"backend must be auto, dali or reference, got {self.backend!r}")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
+        _check(self.read_retries >= 0 and self.read_timeout > 0, "need read_retries >= 0 and read_timeout > 0")
 
 
 @dataclass(frozen=True)
