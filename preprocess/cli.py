@@ -8,8 +8,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .build import BuildResult, PreprocessError, build_shards
+from .build import EXECUTORS, BuildResult, PreprocessError, build_shards
 from .datasets import DATASETS, read_dataset
+from .partition import merge_partitions, parse_partition, part_dir
 from .media import CODECS
 
 
@@ -35,7 +36,9 @@ def parser() -> argparse.ArgumentParser:
             "Exit status: 0 if at least one video was written (with --strict: and nothing rejected), "
             "1 otherwise, 2 for an unusable SRC/OUT or conflicting parameters. "
             "With --dataset, SRC is the dataset's ROOT as it unpacks and every split of the official files is written "
-            "(train and test; Kinetics also val), labelled with the official class indices (docs/reproduce.md)."
+            "(train and test; Kinetics also val), labelled with the official class indices (docs/reproduce.md). "
+            "`preprocess --merge OUT [--split NAME]` merges the partitions written by --partition into OUT/manifest.json "
+            "(see docs/scale-out.md)."
         ),
     )
     p.add_argument("src", metavar="SRC", type=Path, help="folder of videos, or CSV/TSV list of 'path,label' rows")
@@ -71,7 +74,38 @@ def parser() -> argparse.ArgumentParser:
                         "(not with --split, --labels-from-dirs, --label-map)")
     p.add_argument("--split-id", metavar="N", type=int, default=1,
                    help="with --dataset: the official split, 1-3 for ucf101 and hmdb51 (default: 1)")
+    scale = p.add_argument_group("beyond one machine (docs/scale-out.md)")
+    scale.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: a process pool here (default); ray: one Ray task per video on a Ray cluster (the ray extra)")
+    scale.add_argument("--ray-address", metavar="ADDR", default=None,
+                       help="Ray cluster to join, e.g. HEAD_IP:6379 (default: RAY_ADDRESS, else a local Ray instance)")
+    scale.add_argument("--partition", metavar="I/N", default=None,
+                       help="process only partition I of N of the inputs (by a stable hash of their path) into OUT/parts/I-of-N/; "
+                            "'auto' reads I and N from SLURM_ARRAY_TASK_ID/COUNT, JOB_COMPLETION_INDEX/JOB_COMPLETIONS or RANK/WORLD_SIZE. "
+                            "Then run `preprocess --merge OUT`")
     return p
+
+
+def merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="preprocess --merge", description=(
+        "Check that all N partitions under OUT/parts/ (written by `preprocess SRC OUT --partition I/N`) are complete and "
+        "consistent (same parameters, inputs and label map), then write OUT/manifest.json and OUT/rejects.jsonl for the split."))
+    p.add_argument("--merge", metavar="OUT", type=Path, required=True, help="the OUT folder the partitions were written to")
+    p.add_argument("--split", metavar="NAME", default="train", help="split to merge (default: train)")
+    return p
+
+
+def merge_main(argv: list[str]) -> int:
+    args = merge_parser().parse_args(argv)
+    try:
+        entry = merge_partitions(args.merge, args.split)
+    except PreprocessError as err:
+        print(f"preprocess: error: {err}", file=sys.stderr)
+        return 2
+    print(f"merged {entry['partitions']} partitions of split {args.split!r}: {entry['samples']} samples from "
+          f"{entry['videos']} of {entry['inputs']} inputs ({entry['rejected']} rejected), {len(entry['shards'])} shards, "
+          f"{entry['frames']:,} frames -> {args.merge / 'manifest.json'}", file=sys.stderr)
+    return 0
 
 
 def _load_label_map(path: Path | None) -> dict[str, int] | None:
@@ -127,15 +161,23 @@ def _jobs(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--merge" or a.startswith("--merge=") for a in argv):
+        return merge_main(argv)
     args = parser().parse_args(argv)
     results = []
     try:
+        out, partition = args.out, None
+        if args.partition is not None:
+            partition = parse_partition(args.partition)
+            out = part_dir(args.out, partition)
         for job in _jobs(args):
             results.append(build_shards(
-                args.src, args.out, short_side=args.short_side, fps=args.fps, codec=args.codec, gop=args.gop,
+                args.src, out, short_side=args.short_side, fps=args.fps, codec=args.codec, gop=args.gop,
                 max_frames=args.max_frames, min_frames=args.min_frames, workers=args.workers,
                 shard_max_count=args.shard_max_count, shard_max_bytes=args.shard_max_bytes, seed=args.seed,
-                strict=args.strict, progress=not args.no_progress, **job,
+                strict=args.strict, progress=not args.no_progress, executor=args.executor, ray_address=args.ray_address,
+                partition=partition, **job,
             ))
             _summary(results[-1])
     except PreprocessError as err:
