@@ -120,13 +120,24 @@ def _filesystem(url: str, options: RemoteOptions):
 
 
 def _transient(error: BaseException) -> bool:
-    """Whether another attempt may succeed."""
+    """Whether another attempt may succeed: timeouts, dropped or reset connections, short bodies, HTTP 5xx,
+    408 and 429 (and the OSErrors s3fs/gcsfs raise for those); not a missing object, a refused permission,
+    a server that ignores Range, or anything else (a bug should surface, not become a retried bad sample)."""
     if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, _WrongLength)):
         return False
     status = getattr(error, "status", None)  # aiohttp.ClientResponseError
     if isinstance(status, int):
         return status >= 500 or status in _RETRY_STATUSES
-    return True  # timeouts, connection resets, payload errors, protocol errors, botocore's transient errors
+    from fsspec.exceptions import FSTimeoutError
+
+    transient: tuple = (TimeoutError, FSTimeoutError, EOFError, OSError)  # ConnectionError is an OSError
+    try:
+        import aiohttp
+
+        transient += (aiohttp.ClientError,)  # payload, disconnection and connection errors
+    except ImportError:
+        pass
+    return isinstance(error, transient)
 
 
 class _WrongLength(ValueError):
