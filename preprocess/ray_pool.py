@@ -22,6 +22,7 @@ from pathlib import Path
 
 from shardformat import atomic_write
 
+from . import media
 from .inputs import Input, PreprocessError
 from .media import EncodeParams, Rejection, process_video
 from .pool import record_outcome
@@ -35,6 +36,7 @@ IN_FLIGHT_PER_CPU = 2
 def _transcode_on_worker(src: str, key: str, params: EncodeParams):
     """Ray task: ``process_video`` into a private temporary folder; returns the Rejection, or the segments
     with their files' bytes. Never raises for a bad input (``process_video`` does not)."""
+    media.FFMPEG_DIES_WITH_PARENT = True  # a killed Ray worker takes its ffmpeg along (Ray then retries the task)
     work = tempfile.mkdtemp(prefix=f"speedssl-{key}-")
     try:
         outcome = process_video(Path(src), Path(work), key, params)
