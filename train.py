@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
-from pipeline.shards import label_names
+from pipeline.remote_shards import label_names
 
 from shardformat import atomic_write
 from training import checkpoint, distributed

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import av
 
-from pipeline.remote import RemoteOptions, RemoteReadError, is_url, join, read_many, sibling
+from pipeline.remote import RemoteOptions, RemoteReadError, is_url
 from pipeline.remote import read as read_remote
-import shardformat
-from shardformat import index_path, load_manifest, names_in_label_order, parse_index, parse_manifest, read_index, split_tars
-from shardformat.manifest import MANIFEST_NAME
+from pipeline.remote_shards import list_remote_shards, read_jsons, read_remote_index
+from shardformat import index_path, read_index, split_tars
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,12 @@ def list_shards(out_dir_or_paths, split: str = "train", *, remote: RemoteOptions
     if isinstance(out_dir_or_paths, (str, Path)):
         out_dir_or_paths = [out_dir_or_paths]
     if any(is_url(p) for p in out_dir_or_paths):
-        return _list_remote_shards([str(p) for p in out_dir_or_paths], split, remote or RemoteOptions())
+        paths = [str(p) for p in out_dir_or_paths]
+        tars = list_remote_shards(paths, split, remote or RemoteOptions())
+        missing = [p for p in tars if not is_url(p) and not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"shard not found: {missing[0]}")
+        return tars
     paths = [Path(p) for p in out_dir_or_paths]
     if len(paths) == 1 and paths[0].is_dir():
         out = paths[0]
@@ -119,41 +123,6 @@ def list_shards(out_dir_or_paths, split: str = "train", *, remote: RemoteOptions
     if missing:
         raise FileNotFoundError(f"shard not found: {missing[0]}")
     return tars
-
-
-def _list_remote_shards(paths: list[str], split: str, remote: RemoteOptions) -> list[str]:
-    if len(paths) > 1 or paths[0].endswith(".tar"):
-        missing = [p for p in paths if not is_url(p) and not Path(p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"shard not found: {missing[0]}")
-        return paths
-    url = join(paths[0], MANIFEST_NAME)
-    splits = read_manifest(paths[0], remote)["splits"]
-    if split not in splits:
-        raise FileNotFoundError(f"{url} has no split {split!r} (has {sorted(splits)})")
-    tars = [join(paths[0], entry["tar"]) for entry in splits[split]["shards"]]
-    if not tars:
-        raise FileNotFoundError(f"no {split!r} shards in {url}")
-    return tars
-
-
-def read_manifest(out_dir, remote: RemoteOptions | None = None) -> dict:
-    """``OUT/manifest.json`` of a local folder or of a folder URL (read with ``remote``)."""
-    if not is_url(str(out_dir)):
-        return load_manifest(out_dir)
-    url = join(str(out_dir), MANIFEST_NAME)
-    try:
-        return parse_manifest(read_remote(url, remote or RemoteOptions()), url)
-    except RemoteReadError as e:
-        raise FileNotFoundError(f"cannot read the manifest of the remote folder {out_dir} ({e}); "
-                                "give the shard URLs (.tar) instead if it has none") from None
-
-
-def label_names(out_dir, remote: RemoteOptions | None = None) -> list[str]:
-    """Class names in label order (index = label) of a shard set, local or at a URL."""
-    if not is_url(str(out_dir)):
-        return shardformat.label_names(out_dir)
-    return names_in_label_order(read_manifest(out_dir, remote)["label_map"], join(str(out_dir), MANIFEST_NAME))
 
 
 def _members_from_index(idx_path: Path) -> list[tuple[str, dict]]:
@@ -235,10 +204,8 @@ def scan_shards(shards: list[str], *, skip_bad_samples: bool = False,
         jsons: dict = {}
         if is_url(shard):
             shard_remote = remote or RemoteOptions()
-            entries = _remote_entries(shard, shard_remote)
-            ranges = [(key, members["json"]) for key, members in entries
-                      if "json" in members and members["json"][1] <= MAX_JSON_BYTES]
-            jsons = dict(zip((key for key, _ in ranges), read_many(shard, shard_remote, [r for _, r in ranges])))
+            entries = _keyed(read_remote_index(shard, shard_remote))
+            jsons = read_jsons(shard, shard_remote, entries, MAX_JSON_BYTES)
         else:
             shard_remote = None
             idx = index_path(shard)
@@ -256,22 +223,6 @@ def scan_shards(shards: list[str], *, skip_bad_samples: bool = False,
                 bad.append(e)
     records.sort(key=lambda r: (r.key, r.shard))
     return records, bad
-
-
-def _remote_entries(shard: str, remote: RemoteOptions) -> list[tuple[str, dict]]:
-    """The members of a URL shard from its index file (one read); scanning the tar would download it whole."""
-    idx = sibling(shard, ".idx")
-    try:
-        text = read_remote(idx, remote).decode()
-    except RemoteReadError as e:
-        raise ValueError(f"unreadable shard {shard}: its index file could not be read ({e}); a remote shard needs "
-                         "the index file that preprocess writes beside it (scanning would download the whole tar)") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"unreadable shard {shard} ({idx}): {e}") from None
-    try:
-        return _keyed(parse_index(text, idx))
-    except ValueError as e:
-        raise ValueError(f"unreadable shard {shard}: {e}") from None
 
 
 def check_video_bytes(record: SampleRecord, data: bytes) -> None:
