@@ -83,14 +83,15 @@ def test_one_request_per_index_and_per_member_read(out_dir, server, log):
     loader, batches = epoch(shards)
     records = {r.key: r for r in scan_shards(list_shards(out_dir))[0]}
     requests = log.requests()
-    assert all(r.status in (200, 206) for r in requests)
+    seen = "\n".join(map(str, requests))  # in every message below: what nginx served
+    assert all(r.status in (200, 206) for r in requests), seen
 
     indexes = [r for r in requests if r.path.endswith(".idx")]
-    assert sorted(r.path for r in indexes) == sorted(s[len(server.url):-len(".tar")] + ".idx" for s in shards)
-    assert all(r.range == "" for r in indexes)
+    assert sorted(r.path for r in indexes) == sorted(s[len(server.url):-len(".tar")] + ".idx" for s in shards), seen
+    assert all(r.range == "" for r in indexes), seen
     tar_reads = [r for r in requests if r.path.endswith(".tar")]
-    assert all(r.range for r in tar_reads), "a whole tar was requested"
-    assert not [r for r in requests if not r.path.endswith((".idx", ".tar"))]
+    assert all(r.range for r in tar_reads), f"a whole tar was requested:\n{seen}"
+    assert not [r for r in requests if not r.path.endswith((".idx", ".tar"))], seen
 
     def byte_range(record, ext):
         offset, size = record.members[ext]
@@ -100,11 +101,11 @@ def test_one_request_per_index_and_per_member_read(out_dir, server, log):
     video_ranges = {byte_range(r, r.video_ext): key for key, r in records.items()}
     json_reads = [r for r in tar_reads if r.range in json_ranges]
     video_reads = [r for r in tar_reads if r.range in video_ranges]
-    assert len(json_reads) == len(records) and len(json_reads) + len(video_reads) == len(tar_reads)
+    assert len(json_reads) == len(records) and len(json_reads) + len(video_reads) == len(tar_reads), seen
     loaded = [k for b in batches for k in b["key"]]
-    assert sorted(video_ranges[r.range] for r in video_reads) == sorted(loaded)  # one request per sample loaded
+    assert sorted(video_ranges[r.range] for r in video_reads) == sorted(loaded), seen  # one request per sample loaded
     video_bytes = sum(records[k].members[records[k].video_ext][1] for k in loaded)
-    assert sum(r.bytes_sent for r in video_reads) == video_bytes
+    assert sum(r.bytes_sent for r in video_reads) == video_bytes, seen
 
 
 def test_cache_dir_makes_the_next_epoch_local(out_dir, server, log, tmp_path):
