@@ -130,8 +130,10 @@ def merge_partitions(out: Path, split: str) -> dict:
     }
     with manifest_lock(out):
         manifest = load_manifest(out)
-        if manifest["label_map"] and manifest["label_map"] != labels:
-            raise PreprocessError(f"{out}/manifest.json has another label map than the partitions")
+        # another split merged earlier may know fewer labels (the partitions extended the map since), never others
+        if any(labels.get(name) != value for name, value in manifest["label_map"].items()):
+            raise PreprocessError(f"{out}/manifest.json has a label map that the partitions' map does not extend: "
+                                  f"{manifest['label_map']} vs {labels}")
         manifest["label_map"] = labels
         manifest["splits"][split] = merged
         save_manifest(out, manifest)
