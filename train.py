@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
-from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
+from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
+from pipeline.remote_shards import label_names
 
-from shardformat import atomic_write, label_names
+from shardformat import atomic_write
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
@@ -34,6 +35,8 @@ from training.metrics import RECALL_KS, accuracy, accuracy_tensor, clip_and_vide
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
 from training.step_metrics import StepMetrics
+from training.presets import merge, preset_values
+from training.tensorboard import TensorBoardLog
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = {"model": stored["model"]} if mode == "finetune" else {"model": stored["model"], "data": _clip_settings(stored["data"])}
         if mode == "eval":
             run.setdefault("out", str(Path(run["init"]).parent))
+    base = merge(preset_values(mode, overrides.pop("preset", None)), base)  # the checkpoint's network wins over a preset
     if run.get("resume"):
         base = json.loads((Path(run.get("out", "runs/default")) / "config.json").read_text())
     cfg = resolve(mode, overrides, base)
@@ -61,6 +65,12 @@ def _clip_settings(data: dict) -> dict:
     """What eval must take over from the checkpoint: how clips are cut (not where the data is, nor how many eval clips)."""
     keep = {f.name for f in dataclasses.fields(ClipConfig)} - {"num_eval_clips"}
     return {k: v for k, v in data.items() if k in keep}
+
+
+def remote_options(cfg: TrainConfig) -> RemoteOptions:
+    """How shards are read when --data is a URL."""
+    d = cfg.data
+    return RemoteOptions.from_cli(d.storage_options, d.shard_cache, retries=d.read_retries, timeout_s=d.read_timeout)
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
@@ -123,21 +133,24 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
-    shards = list_shards(cfg.data.data, split=cfg.data.train_split)
+    remote = remote_options(cfg)
+    shards = list_shards(cfg.data.data, split=cfg.data.train_split, remote=remote)
     loader = build_loader(shards, loader_config(cfg, "pretext" if pretrain else "train", training=True), backend=cfg.data.backend,
-                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device,
+                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote,
                           gpu_decode_threads=cfg.data.gpu_decode_threads)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
     total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
-    classes = None if pretrain else label_names(cfg.data.data)
+    classes = None if pretrain else label_names(cfg.data.data, remote)
 
     # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, None if pretrain else len(classes))
     if init_state is not None:
         load_pretrained_backbone(model, init_state["model"])
+    if cfg.optim.freeze_backbone:  # linear probe: the optimizer gets only the classifier's parameters
+        model.backbone.requires_grad_(False)
     if resume is not None:
         model.load_state_dict(resume["model"])
     model.to(device, memory_format=torch.channels_last_3d if channels_last else torch.preserve_format)
@@ -174,14 +187,20 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
 
     # ---- loop
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if info.is_main else None
+    board = TensorBoardLog(out, enabled=cfg.run.tensorboard and info.is_main, purge_step=step + 1 if resume else None)
     if info.is_main:
         console.log(f"{cfg.mode}: {cfg.model.arch} on {device} x{info.world_size}, loader {loader.backend}, "
-                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else ""))
+                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else "")
+                    + (", linear probe (backbone frozen)" if cfg.optim.freeze_backbone else ""))
         if loader.route_reason:
             console.log(f"loader: {loader.route_reason}")
+        if cfg.run.tensorboard and not board.enabled:
+            console.log("tensorboard is not installed: no event files (pip install tensorboard, or pass --no-tensorboard)")
     metrics = StepMetrics(info)  # device-side until each log window ends: no host sync per step
     started, steps_here = time.perf_counter(), 0
     model.train()
+    if cfg.optim.freeze_backbone:
+        raw_model.backbone.eval()  # BN/TGN normalize with the loaded statistics and do not update them
     with progress_display(cfg.run.progress and info.is_main) as progress:
         task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), acc=float("nan"), clips_per_s=0.0, wait_pct=0.0)
         metrics.restart_clock()
@@ -205,6 +224,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 step, steps_here = step + 1, steps_here + 1
                 metrics.add(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0], clips=batch["clips"].shape[0] * batch["clips"].shape[1],
                             wait_s=batches.last_wait_s, values={"loss": loss, **stats, "grad_norm": grad_norm})
+                if info.is_main and steps_here == 1:  # what the model is fed: the first few samples, once per run (and per resumed run)
+                    board.clips(f"{cfg.mode}/input_clips", batch["clips"][:4], step=step, mean=loader.cfg.mean, std=loader.cfg.std)
                 end_of_epoch = step % steps_per_epoch == 0
                 stopping = step >= total_steps or (cfg.run.stop_after and steps_here >= cfg.run.stop_after)
                 saving = stopping or end_of_epoch or (cfg.run.ckpt_every and step % cfg.run.ckpt_every == 0)
@@ -213,6 +234,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                     if info.is_main:
                         for record in records:
                             log.write(record)
+                            board.scalars(record, step=record["step"], prefix=cfg.mode)
                         last = records[-1]
                         progress.update(task, completed=step, loss=last["loss"], acc=last["acc"], clips_per_s=last["clips_per_s"], wait_pct=last["data_wait_pct"])
                         if step % cfg.run.log_every == 0 or step == total_steps:
@@ -229,6 +251,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path)}
     if info.is_main:
         log.close()
+        board.close()
         records = read_jsonl(out / "metrics.jsonl")
         window = records[-max(1, min(len(records), steps_per_epoch)):]  # the last epoch (or what ran of it)
         for key in ("loss", "acc", "order_acc", "speed_acc", "clips_per_s", "data_wait_pct"):
@@ -260,8 +283,9 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         lcfg = loader_config(cfg, mode, training=False)
         if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
-        loader = build_loader(list_shards(cfg.data.data, split=split), lcfg, backend=cfg.data.backend,
-                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device,
+        remote = remote_options(cfg)
+        loader = build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
+                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote,
                               gpu_decode_threads=cfg.data.gpu_decode_threads)
         parts: dict[str, list] = {"video_id": [], "label": []}
         for batch in Prefetcher(loader, device):
@@ -307,6 +331,10 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         out = Path(cfg.run.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        board = TensorBoardLog(out, enabled=cfg.run.tensorboard)  # at the evaluated checkpoint's step, beside its training curves
+        board.scalars({**results, **{k: v for k, v in results["retrieval"].items() if k.startswith("R@")}},
+                      step=state["step"] if state is not None else 0, prefix="eval")
+        board.close()
         rows = [(k, fmt(v)) for k, v in results.items() if isinstance(v, float)]
         rows += [(f"retrieval {k}", fmt(v)) for k, v in results["retrieval"].items()]
         table = results_table(f"eval ({stored_mode})", rows, ("metric", "value"))

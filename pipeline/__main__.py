@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 
 from pipeline.config import ClipConfig, LoaderConfig
+from pipeline.remote import RemoteOptions, add_remote_arguments, remote_options
 from pipeline.shards import list_shards
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
     """The shard selection and the clip settings, with :class:`ClipConfig`'s defaults."""
-    p.add_argument("shards", nargs="*", help="shard tars, or one OUT folder of preprocess (its manifest lists the tars)")
+    p.add_argument("shards", nargs="*", help="shard tars or URLs, or one OUT folder (path or URL) of preprocess (its manifest lists the tars)")
     p.add_argument("--split", default="train", help="split to read when SHARDS is an OUT folder")
     p.add_argument("--mode", choices=("pretext", "train", "eval"), default="pretext")
     p.add_argument("--num-frames", type=int, default=ClipConfig.num_frames, help="T, frames per clip")
@@ -22,6 +23,7 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, default=ClipConfig.resize, help="short side before cropping, pixels")
     p.add_argument("--crop-size", type=int, default=ClipConfig.crop_size, help="output height = width, pixels")
     p.add_argument("--seed", type=int, default=0)
+    add_remote_arguments(p)
 
 
 def _config(args, **extra) -> LoaderConfig:
@@ -29,10 +31,10 @@ def _config(args, **extra) -> LoaderConfig:
                         resize=args.resize, crop_size=args.crop_size, seed=args.seed, **extra)
 
 
-def _shards(args) -> list[str]:
+def _shards(args, remote: RemoteOptions) -> list[str]:
     if not args.shards:
         raise SystemExit("give SHARDS (tar files or an OUT folder)")
-    return list_shards(args.shards[0] if len(args.shards) == 1 else args.shards, split=args.split)
+    return list_shards(args.shards[0] if len(args.shards) == 1 else args.shards, split=args.split, remote=remote)
 
 
 def main(argv=None) -> None:
@@ -60,11 +62,12 @@ def main(argv=None) -> None:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    remote = remote_options(args)
     if args.command == "preview":
         from pipeline.preview import preview
 
         cfg = _config(args, batch_size=1, augment=not args.no_augment, shuffle=True)
-        data = preview(_shards(args), cfg, backend=args.backend, num_samples=args.num_samples, out=args.out)
+        data = preview(_shards(args, remote), cfg, backend=args.backend, num_samples=args.num_samples, out=args.out, remote=remote)
         print(f"wrote {args.out / 'clips.npz'} (clips {data['clips'].shape}, backend {data['backend']}) and {args.out / 'preview.png'}")
     else:
         from pipeline import bench
@@ -74,8 +77,8 @@ def main(argv=None) -> None:
             result = bench.compare_codecs(args.compare_codecs, cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
                                            repeats=args.repeats)
         else:
-            result = bench.run_all(_shards(args), cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
-                                           repeats=args.repeats)
+            result = bench.run_all(_shards(args, remote), cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
+                                   repeats=args.repeats, remote=remote)
         print(bench.table(result))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

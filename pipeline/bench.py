@@ -50,12 +50,12 @@ COPIES = 3  # 6 source videos x 3 = 18 samples: 4 batches of 4 per epoch
 CODEC_SETS = (("vp9_gop16", "vp9", 16), ("vp9_gop250", "vp9", 250), ("mjpeg", "mjpeg", 16))
 
 
-def _time_loader(shards, cfg, backend, samples: int, workers: int):
+def _time_loader(shards, cfg, backend, samples: int, workers: int, remote=None):
     """(steady-state clips/s, [(epoch, key)] of the timed samples, the loader's decoded frames per clip or
     None). Each epoch's first batch is not timed:
     it holds the start-up (worker fork or DALI pipeline build, first decode), which real epochs of
     thousands of batches amortize."""
-    loader = build_loader(shards, cfg, backend=backend, num_workers=workers)
+    loader = build_loader(shards, cfg, backend=backend, num_workers=workers, remote=remote)
     if len(loader) < 2:
         raise RuntimeError(f"need 2 full batches of {cfg.batch_size} per epoch for a steady-state time, have {len(loader)}")
     timed, clips, elapsed, epoch = [], 0, 0.0, 0
@@ -139,7 +139,7 @@ def _attempt(name: str, measure, errors: dict):
         return None
 
 
-def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, repeats: int = 3) -> dict:
+def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, repeats: int = 3, remote=None) -> dict:
     """clips/s of every method on one shard set and one config (see module docstring).
 
     ``repeats`` rounds, each timing every method and the decode limit one after the other, so each round's
@@ -148,12 +148,12 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(1)
-    records = {r.key: r for r in scan_shards(shards)[0]}
+    records = {r.key: r for r in scan_shards(shards, remote=remote)[0]}
     rounds, errors, plans, dali_decoded = [], {}, None, []
     for _ in range(repeats):
         rates, seen = {}, None
         for backend in ("reference", "dali"):
-            timed = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, workers), errors)
+            timed = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, workers, remote), errors)
             rates[backend] = None if timed is None else timed[0]
             seen = seen or (timed and timed[1])  # the (epoch, key) order the loaders read
             if backend == "dali" and timed is not None and timed[2] is not None:
@@ -192,9 +192,11 @@ def _median(values, digits: int):
     return round(float(np.median(values)), digits) if values else None
 
 
-def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool, repeats: int = 3) -> dict:
+def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool, repeats: int = 3,
+            remote=None) -> dict:
+    """``remote``: how URL shards are read (``remote.RemoteOptions``; None: defaults)."""
     """The headline pretext measurement, plus single clips per speed |s| when ``per_speed``."""
-    main = run_once(shards, cfg, samples=samples, workers=workers, repeats=repeats)
+    main = run_once(shards, cfg, samples=samples, workers=workers, repeats=repeats, remote=remote)
     default = "dali" if torch.cuda.is_available() else CPU_DEFAULT
     result = {
         "default": default,
@@ -214,7 +216,7 @@ def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int,
         result["per_speed"] = {}
         for speed in sorted({abs(s) for s in cfg.speeds}):
             single = dataclasses.replace(cfg, speeds=(speed,), num_clips=1)
-            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers, repeats=repeats)
+            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers, repeats=repeats, remote=remote)
     return result
 
 

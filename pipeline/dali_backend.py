@@ -22,6 +22,7 @@ on the consumer's CUDA stream and wrapped with DLPack (no device copy).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import logging
 
@@ -85,6 +86,7 @@ class DaliStream:
         self.cfg, self.device_id, self.num_threads, self.cut = cfg, device_id, num_threads, cut
         self._pipe = None
         self._released = None  # GPU: event after the last reads of DALI's current output buffers
+        self._readers = None  # threads fetching a batch's members from URL shards at once (made on first use)
         self.decoded_frames = self.clips = 0
         log.info("DALI video decoder on %s, %d threads", "the CPU" if device_id is None else f"GPU {device_id} (mixed)", num_threads)
 
@@ -107,6 +109,16 @@ class DaliStream:
             return e
         except OSError as e:
             return BadSampleError(record.shard, record.key, f"read failed: {e}")
+
+    def _prepare_batch(self, samples: list[SampleRecord], batch: list[int], epoch: int) -> list:
+        items = [work_item(samples, i) for i in batch]
+        if not any(record.remote is not None for record, _ in items):
+            return [self._prepare(record, repeat, epoch) for record, repeat in items]
+        # URL shards: one request per sample, all of a batch in flight together, so a batch costs about one
+        # round trip instead of batch_size of them (order kept: map returns results in input order)
+        if self._readers is None:
+            self._readers = concurrent.futures.ThreadPoolExecutor(self.cfg.batch_size, thread_name_prefix="shard-read")
+        return list(self._readers.map(lambda item: self._prepare(item[0], item[1], epoch), items))
 
     def _schedule(self, entries) -> bool:
         todo = [e for e in entries if not isinstance(e, BadSampleError)]
@@ -206,7 +218,7 @@ class DaliStream:
                 if not batch:
                     exhausted = True
                     break
-                entries = [self._prepare(*work_item(samples, i), epoch) for i in batch]
+                entries = self._prepare_batch(samples, batch, epoch)
                 in_flight.append((entries, self._schedule(entries)))
             if not in_flight:
                 return

@@ -20,6 +20,7 @@ from pipeline.augment import normalize_batch
 from pipeline.background import background_batches
 from pipeline.config import LoaderConfig
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
+from pipeline.remote import RemoteOptions
 from pipeline.routing import CPU_DEFAULT, GPU_DECODE_THREADS, Route, choose_backend, dali_threads
 from pipeline.shards import BadSampleError, scan_shards
 
@@ -137,8 +138,8 @@ class VideoLoader:
 
 def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
                  num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True,
-                 gpu_decode_threads: int = GPU_DECODE_THREADS) -> VideoLoader:
-    """A loader over ``shards`` (tar paths, see :func:`list_shards`) for this rank.
+                 remote: RemoteOptions | None = None, gpu_decode_threads: int = GPU_DECODE_THREADS) -> VideoLoader:
+    """A loader over ``shards`` (tar paths or URLs, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
     ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise);
@@ -148,6 +149,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     ``gpu_decode_threads``: the DALI ``mixed`` decoder's threads (videos decoded at once on the GPU).
     ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
+    ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``remote.py``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -155,7 +157,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if isinstance(device, str):
         device = torch.device(device)
-    records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples)
+    records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples, remote=remote)
     codecs = {str(r.meta.get("codec")) for r in records}
     route = choose_backend(backend, codecs, cuda=torch.cuda.is_available())
     loader = VideoLoader(records, cfg, route=route, rank=rank, world_size=world_size, num_workers=num_workers,

@@ -13,9 +13,9 @@ from pipeline.loader import build_loader
 LABEL_WIDTH = 190  # pixels of text left of each row
 
 
-def collect(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, num_workers: int = 1) -> dict:
+def collect(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, num_workers: int = 1, remote=None) -> dict:
     """The first ``num_samples`` samples of epoch 0 as uint8 clips (before normalization) and their labels."""
-    loader = build_loader(shards, cfg, backend=backend, num_workers=num_workers, normalized=False)
+    loader = build_loader(shards, cfg, backend=backend, num_workers=num_workers, normalized=False, remote=remote)
     parts: dict[str, list] = {"clips": [], "frames": [], "speeds": [], "speed_label": [], "order_label": [], "labels": [], "keys": []}
     taken = 0
     for batch in loader:
@@ -60,10 +60,10 @@ def contact_sheet(data: dict, path: Path, *, max_frames: int = 16) -> Path:
     return path
 
 
-def preview(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, out: Path) -> dict:
+def preview(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, out: Path, remote=None) -> dict:
     """Write ``out/clips.npz`` (clips uint8 (N, K, T, H, W, 3), frames (N, K, T), speeds (N, K), keys, labels,
     speed_label, order_label) and ``out/preview.png``; return the arrays."""
-    data = collect(shards, cfg, backend=backend, num_samples=num_samples)
+    data = collect(shards, cfg, backend=backend, num_samples=num_samples, remote=remote)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "clips.npz", **data)
     contact_sheet(data, out / "preview.png")

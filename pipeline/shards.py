@@ -20,6 +20,9 @@ from pathlib import Path
 
 import av
 
+from pipeline.remote import RemoteOptions, RemoteReadError, is_url
+from pipeline.remote import read as read_remote
+from pipeline.remote_shards import list_remote_shards, read_jsons, read_remote_index
 from shardformat import index_path, read_index, split_tars
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class SampleRecord:
     """ext -> (offset, size) in bytes within the tar."""
     meta: dict = field(hash=False, compare=False)
     """The validated ``KEY.json``."""
+    remote: RemoteOptions | None = field(default=None, hash=False, compare=False)
+    """How to read ``shard`` when it is a URL (see ``remote.py``); None for a local file."""
 
     @property
     def frames(self) -> int:
@@ -70,6 +75,11 @@ class SampleRecord:
 
     def read(self, ext: str) -> bytes:
         offset, size = self.members[ext]
+        if self.remote is not None:
+            try:
+                return read_remote(self.shard, self.remote, offset, size)
+            except RemoteReadError as e:
+                raise BadSampleError(self.shard, self.key, f"{ext} member: {e}") from None
         with open(self.shard, "rb") as f:
             end = os.fstat(f.fileno()).st_size  # refuse a declared range past the file before allocating it
             if offset < 0 or size < 0 or offset + size > end:
@@ -84,11 +94,19 @@ class SampleRecord:
         return self.read(self.video_ext)
 
 
-def list_shards(out_dir_or_paths, split: str = "train") -> list[str]:
+def list_shards(out_dir_or_paths, split: str = "train", *, remote: RemoteOptions | None = None) -> list[str]:
     """Tar paths of a split: from ``OUT/manifest.json`` (``splits[split].shards[*].tar``), else the
-    ``OUT/shards/{split}-*.tar`` files, or the given tar path(s) as they are."""
+    ``OUT/shards/{split}-*.tar`` files, or the given tar path(s) as they are. URLs are accepted too: a
+    ``.tar`` URL is a shard, any other URL an OUT folder, which must hold its ``manifest.json``."""
     if isinstance(out_dir_or_paths, (str, Path)):
         out_dir_or_paths = [out_dir_or_paths]
+    if any(is_url(p) for p in out_dir_or_paths):
+        paths = [str(p) for p in out_dir_or_paths]
+        tars = list_remote_shards(paths, split, remote or RemoteOptions())
+        missing = [p for p in tars if not is_url(p) and not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"shard not found: {missing[0]}")
+        return tars
     paths = [Path(p) for p in out_dir_or_paths]
     if len(paths) == 1 and paths[0].is_dir():
         out = paths[0]
@@ -109,8 +127,13 @@ def list_shards(out_dir_or_paths, split: str = "train") -> list[str]:
 
 def _members_from_index(idx_path: Path) -> list[tuple[str, dict]]:
     """(key, {ext: (offset, size)}) per sample of a DALI index."""
+    return _keyed(read_index(idx_path))
+
+
+def _keyed(index) -> list[tuple[str, dict]]:
+    """(key, {ext: (offset, size)}) per sample of a parsed index."""
     samples = []
-    for members in read_index(idx_path):
+    for members in index:
         name, ext = members[-1].name, members[-1].ext
         key = name[: -len(ext) - 1] if name.endswith("." + ext) else name
         samples.append((key, {m.ext: (m.offset, m.size) for m in members}))
@@ -148,7 +171,7 @@ def validate_meta(meta) -> str | None:
     return None
 
 
-def _record(shard: str, key: str, members: dict) -> SampleRecord:
+def _record(shard: str, key: str, members: dict, remote: RemoteOptions | None = None, json_bytes=None) -> SampleRecord:
     if key.startswith("/") or ".." in key.split("/"):
         raise BadSampleError(shard, key, "unsafe member name (absolute path or '..')")
     if "json" not in members:
@@ -157,30 +180,42 @@ def _record(shard: str, key: str, members: dict) -> SampleRecord:
         raise BadSampleError(shard, key, f"no video member (one of {', '.join(VIDEO_EXTS)}), has {sorted(members)}")
     if members["json"][1] > MAX_JSON_BYTES:
         raise BadSampleError(shard, key, f"json member of {members['json'][1]} bytes (limit {MAX_JSON_BYTES})")
-    record = SampleRecord(shard, key, members, {})
+    record = SampleRecord(shard, key, members, {}, remote)
+    if isinstance(json_bytes, RemoteReadError):
+        raise BadSampleError(shard, key, f"json member: {json_bytes}")
     try:
-        meta = json.loads(record.read("json"))
+        meta = json.loads(record.read("json") if json_bytes is None else json_bytes)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadSampleError(shard, key, f"unparseable json: {e}") from None
     reason = validate_meta(meta)
     if reason:
         raise BadSampleError(shard, key, reason)
-    return SampleRecord(shard, key, members, meta)
+    return SampleRecord(shard, key, members, meta, remote)
 
 
-def scan_shards(shards: list[str], *, skip_bad_samples: bool = False) -> tuple[list[SampleRecord], list[BadSampleError]]:
+def scan_shards(shards: list[str], *, skip_bad_samples: bool = False,
+                remote: RemoteOptions | None = None) -> tuple[list[SampleRecord], list[BadSampleError]]:
     """Every sample of ``shards`` with its metadata, sorted by key. Samples with a missing or invalid json
-    raise :class:`BadSampleError`, or are returned in the second list when ``skip_bad_samples``."""
+    raise :class:`BadSampleError`, or are returned in the second list when ``skip_bad_samples``.
+    URL shards are read with ``remote`` (default options when None): their index is fetched once and
+    their jsons by concurrent byte-range reads; a URL shard without an index file is refused."""
     records, bad = [], []
     for shard in shards:
-        idx = index_path(shard)
-        try:
-            entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
-        except (ValueError, tarfile.TarError) as e:
-            raise ValueError(f"unreadable shard {shard} ({idx.name if idx.is_file() else 'tar scan'}): {type(e).__name__}: {e}") from None
+        jsons: dict = {}
+        if is_url(shard):
+            shard_remote = remote or RemoteOptions()
+            entries = _keyed(read_remote_index(shard, shard_remote))
+            jsons = read_jsons(shard, shard_remote, entries, MAX_JSON_BYTES)
+        else:
+            shard_remote = None
+            idx = index_path(shard)
+            try:
+                entries = _members_from_index(idx) if idx.is_file() else _members_from_tar(Path(shard))
+            except (ValueError, tarfile.TarError) as e:
+                raise ValueError(f"unreadable shard {shard} ({idx.name if idx.is_file() else 'tar scan'}): {type(e).__name__}: {e}") from None
         for key, members in entries:
             try:
-                records.append(_record(shard, key, members))
+                records.append(_record(shard, key, members, shard_remote, jsons.get(key)))
             except BadSampleError as e:
                 if not skip_bad_samples:
                     raise

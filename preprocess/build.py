@@ -32,10 +32,15 @@ from pathlib import Path
 
 from shardformat import FileLockedError, ManifestError, atomic_write, load_manifest, locked, manifest_lock, save_manifest
 
-from .inputs import PreprocessError, extend_label_map, fingerprint, resolve_src, screen
+from .inputs import Input, PreprocessError, extend_label_map, fingerprint, resolve_src, screen
 from .media import CODECS, EncodeParams
 from .pack import collect_samples, write_split_shards
+from .partition import in_partition
 from .pool import load_outcome, progress_bar, transcode_all
+
+
+#: Where the per-video work runs: this machine's process pool, or Ray tasks on a cluster.
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -79,12 +84,22 @@ def build_shards(
     strict: bool = False,
     label_map: dict[str, int] | None = None,
     progress: bool = True,
+    inputs: list[Input] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    partition: tuple[int, int] | None = None,
 ) -> BuildResult:
     """Re-encode every video under ``src`` (a folder, or a CSV/TSV list of ``path,label`` rows) and write
     split ``split`` of the shard set in ``out`` (layout: docs/design.md §1; options: docs/preprocess.md).
 
     ``strict`` only changes the CLI's exit status (non-zero if anything was rejected); the shards are
-    the same. Raises :class:`PreprocessError` for an unusable SRC/OUT or conflicting parameters.
+    the same. ``inputs``, when given, replaces the listing of ``src`` (e.g. one split of an official
+    dataset layout, :mod:`preprocess.datasets`); their ``rel`` paths name the samples. Raises
+    :class:`PreprocessError` for an unusable SRC/OUT or conflicting parameters.
+
+    ``executor="ray"`` runs the per-video work as Ray tasks (:mod:`preprocess.ray_pool`; ``ray_address``
+    None: ``RAY_ADDRESS`` or a local Ray), with the same outputs. ``partition=(I, N)`` keeps only the inputs
+    of partition I of N (:mod:`preprocess.partition`), with the label map and input fingerprint of the full listing.
     """
     started = time.perf_counter()
     src, out = Path(src), Path(out)
@@ -92,7 +107,14 @@ def build_shards(
                                      min_frames=min_frames, workers=workers, shard_max_count=shard_max_count, shard_max_bytes=shard_max_bytes)
     settings = {**asdict(params), "seed": seed, "shard_max_count": shard_max_count,
                 "shard_max_bytes": shard_max_bytes, "labels_from_dirs": labels_from_dirs}
-    inputs = resolve_src(src, out, labels_from_dirs=labels_from_dirs)
+    if executor not in EXECUTORS:
+        raise PreprocessError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if partition is not None:
+        settings["partition"] = list(partition)  # a rerun as another partition is refused, and --merge checks it
+    if inputs is None:
+        inputs = resolve_src(src, out, labels_from_dirs=labels_from_dirs)
+    elif not inputs:
+        raise PreprocessError(f"split {split!r} has no inputs")
     _prepare_out(out)
     tools = _tool_versions_in_background()
     staging = out / ".staging" / split
@@ -105,10 +127,21 @@ def build_shards(
         _claim_staging(out, staging, split, settings)
         labels = _update_label_map(out, inputs, label_map)
         unique, plan_rejects = screen(inputs, labels, require_label=labels_from_dirs and src.is_dir())
+        part_inputs = inputs
+        if partition is not None:  # the label map and fingerprint above came from the full listing
+            part_inputs = [i for i in inputs if in_partition(i.key, partition)]
+            mine = {i.rel for i in part_inputs}
+            unique = {k: i for k, i in unique.items() if in_partition(k, partition)}
+            plan_rejects = [(rel, r) for rel, r in plan_rejects if rel in mine]
 
         todo = [i for i in unique.values() if load_outcome(staging, i.key) is None]
         with progress_bar(progress, total=len(unique), done=len(unique) - len(todo)) as advance:
-            transcode_all(todo, staging, params, workers, advance)
+            if executor == "ray":
+                from .ray_pool import transcode_all_ray  # ray is an optional extra
+
+                transcode_all_ray(todo, staging, params, advance, address=ray_address)
+            else:
+                transcode_all(todo, staging, params, workers, advance)
 
         outcomes = {key: load_outcome(staging, key) for key in unique}
         samples, rejected = collect_samples(unique, outcomes, plan_rejects, staging=staging, params=params, labels=labels)
@@ -116,7 +149,7 @@ def build_shards(
         _publish(out, split, entries, rejected, {
             "samples": len(samples),
             "videos": len(unique) - sum(1 for r in outcomes.values() if r["status"] != "ok"),
-            "inputs": len(inputs),
+            "inputs": len(part_inputs),
             "video_ext": CODECS[params.codec].ext,
             "params": settings,
             "input_fingerprint": input_set,

@@ -23,6 +23,8 @@ from shardformat.manifest import (
     label_names,
     load_manifest,
     manifest_lock,
+    names_in_label_order,
+    parse_manifest,
     save_manifest,
     split_tars,
 )
@@ -30,6 +32,6 @@ from shardformat.manifest import (
 __all__ = [
     "FileLockedError", "atomic_file", "atomic_write", "fsync_dir", "locked",
     "INDEX_VERSION", "IndexMember", "format_index", "index_path", "parse_index", "read_index",
-    "MANIFEST_FORMAT", "ManifestError", "check_label_map", "label_names", "load_manifest", "manifest_lock",
+    "MANIFEST_FORMAT", "ManifestError", "check_label_map", "label_names", "load_manifest", "manifest_lock", "names_in_label_order", "parse_manifest",
     "save_manifest", "split_tars",
 ]

@@ -35,12 +35,17 @@ def load_manifest(out: str | Path) -> dict:
     path = Path(out) / MANIFEST_NAME
     if not path.exists():
         return {"format": MANIFEST_FORMAT, "label_map": {}, "splits": {}}
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def parse_manifest(data: bytes | str, source: str) -> dict:
+    """A manifest from its bytes; ``source`` (a path or URL) names it in errors."""
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path} is not valid JSON: {err}") from None
+        raise ManifestError(f"{source} is not valid JSON: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path} is not a {MANIFEST_FORMAT} manifest")
+        raise ManifestError(f"{source} is not a {MANIFEST_FORMAT} manifest")
     return manifest
 
 
@@ -70,11 +75,15 @@ def label_names(out: str | Path) -> list[str]:
     path = Path(out) / MANIFEST_NAME
     if not path.exists():
         raise ManifestError(f"{path} not found: a labelled shard set written by `preprocess` is needed")
-    label_map = load_manifest(out)["label_map"]
-    check_label_map(label_map, str(path))
+    return names_in_label_order(load_manifest(out)["label_map"], str(path))
+
+
+def names_in_label_order(label_map: dict, source: str) -> list[str]:
+    """Class names in label order (index = label) of a label map whose labels are exactly 0..C-1."""
+    check_label_map(label_map, source)
     names = sorted(label_map, key=label_map.get)
     if [label_map[n] for n in names] != list(range(len(names))):
-        raise ManifestError(f"{path}: labels are not 0..C-1: {label_map}")
+        raise ManifestError(f"{source}: labels are not 0..C-1: {label_map}")
     return names
 
 

@@ -291,9 +291,10 @@ def test_readme_is_a_front_page():
 def test_preprocess_doc_lists_every_cli_option_with_its_default():
     """docs/preprocess.md lists the CLI's options: each option the parser has, none it lacks, and the defaults
     it writes beside them (``--gop 16``) are the parser's."""
-    from preprocess.cli import parser
+    from preprocess.cli import merge_parser, parser
 
-    actions = {opt: a for a in parser()._actions for opt in a.option_strings if opt.startswith("--") and opt != "--help"}
+    actions = {opt: a for p in (parser(), merge_parser()) for a in p._actions
+               for opt in a.option_strings if opt.startswith("--") and opt != "--help"}
     doc = (REPO / "docs" / "preprocess.md").read_text(encoding="utf-8")
     written = re.findall(r"`(--[a-z][\w-]*)(?: ([^`]+))?`", doc)
     assert {name for name, _ in written} == set(actions), "options in the doc vs the parser"

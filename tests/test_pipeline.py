@@ -458,10 +458,10 @@ def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypa
 
     real_time_loader = bench._time_loader
 
-    def no_dali(shards, cfg, backend, samples, workers):
+    def no_dali(shards, cfg, backend, samples, workers, remote=None):
         if backend == "dali":
             raise RuntimeError("no DALI here")
-        return real_time_loader(shards, cfg, backend, samples, workers)
+        return real_time_loader(shards, cfg, backend, samples, workers, remote)
 
     def broken_peer(data, indices):
         raise OSError("decoder missing")

@@ -29,7 +29,8 @@ def test_help_describes_the_options():
     proc = _cli("--help")
     assert proc.returncode == 0
     for option in ("--split", "--labels-from-dirs", "--short-side", "--fps", "--codec", "--gop", "--max-frames", "--min-frames",
-                   "--workers", "--shard-max-count", "--shard-max-bytes", "--seed", "--strict", "--label-map", "--no-progress"):
+                   "--workers", "--shard-max-count", "--shard-max-bytes", "--seed", "--strict", "--label-map", "--no-progress",
+                   "--dataset", "--split-id"):
         assert option in proc.stdout
 
 

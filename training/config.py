@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from pipeline.config import ClipConfig
+from training.presets import PRESETS, preset_names
 
 MODES = ("pretrain", "finetune", "eval")
 ARCHS = ("c3d", "r3d_18", "r2plus1d_18")
@@ -52,6 +53,14 @@ class DataConfig(ClipConfig):
     """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
+    storage_options: str = ""
+    """When --data is a URL (https://, s3://, gs://, ...): fsspec storage options as a JSON object. Stored in config.json and checkpoints, so give credentials through the environment instead."""
+    shard_cache: str = ""
+    """When --data is a URL: local folder keeping every member read, so later epochs make no requests (empty = no cache)."""
+    read_retries: int = 4
+    """When --data is a URL: retries of a failed read (with backoff) before the sample counts as bad."""
+    read_timeout: float = 30.0
+    """When --data is a URL: limit on one read, in seconds."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,6 +68,7 @@ class DataConfig(ClipConfig):
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
         _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
+        _check(self.read_retries >= 0 and self.read_timeout > 0, "need read_retries >= 0 and read_timeout > 0")
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ class OptimConfig:
     """Passes over the training split (ignored when max_steps > 0)."""
     max_steps: int = 0
     """Total optimizer steps of the run (0 = epochs * batches per epoch)."""
+    freeze_backbone: bool = False
+    """finetune: linear probe. Only the classifier trains; the backbone's weights and its BN/TGN statistics stay as loaded."""
 
     def __post_init__(self) -> None:
         _check(self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}")
@@ -157,6 +169,8 @@ class RunConfig:
     """Deterministic kernels (slower on GPU; warn-only there, since 3D pooling has no deterministic CUDA backward). CPU runs are reproducible without it."""
     progress: bool = True
     """Rich live progress display (rank 0 only)."""
+    tensorboard: bool = True
+    """TensorBoard event files in --out beside metrics.jsonl (rank 0 only; skipped when the tensorboard package is not installed)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.out), "out must be set")
@@ -185,6 +199,7 @@ class TrainConfig:
         _check(bool(self.data.data), "--data (a folder written by `preprocess`) is required")
         _check(self.mode != "pretrain" or self.model.head == "speed" or self.data.num_clips >= 2,
                f"--head {self.model.head} sorts clips: it needs --num-clips >= 2, got {self.data.num_clips}")
+        _check(not (self.optim.freeze_backbone and self.mode == "pretrain"), "--freeze-backbone is for finetune (a linear probe)")
 
     def to_dict(self) -> dict:
         """Plain JSON types only (tuples become lists)."""
@@ -251,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for mode in MODES:
         sub = commands.add_parser(mode, help=about[mode], description=about[mode], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub.add_argument("--preset", choices=preset_names(mode), default=argparse.SUPPRESS,
+                         help="start from a named protocol (options given on the command line still win): "
+                         + "; ".join(f"{name}: {PRESETS[mode, name].about}" for name in preset_names(mode)) + " (docs/reproduce.md)")
         for name, section in SECTIONS.items():
             group = sub.add_argument_group(name, section.__doc__)
             docs = field_docs(section)
@@ -274,10 +292,13 @@ def _show(value) -> str:
 
 
 def parse_overrides(argv: list[str] | None) -> tuple[str, dict[str, dict]]:
-    """The mode and only the options given on the command line: ``{"optim": {"lr": 0.1}, ...}``."""
+    """The mode and only the options given on the command line: ``{"optim": {"lr": 0.1}, ...}``, plus
+    ``"preset": NAME`` when ``--preset`` is given (train.py layers it under the command line)."""
     ns = vars(build_parser().parse_args(argv))
     mode = ns.pop("mode")
-    overrides: dict[str, dict] = {name: {} for name in SECTIONS}
+    overrides: dict = {name: {} for name in SECTIONS}
+    if "preset" in ns:
+        overrides["preset"] = ns.pop("preset")
     for key, value in ns.items():
         section, name = key.split(".", 1)
         overrides[section][name] = value
