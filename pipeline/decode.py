@@ -61,6 +61,9 @@ def decord_frames(data: bytes, indices) -> np.ndarray:
     return reader.get_batch([int(i) for i in indices]).asnumpy()
 
 
+READ_BYTES = 8192
+"""Bytes per read from a seekable video file (``pyav_union_decode``)."""
+
 # One YUV->RGB converter per process: its swscale context is reused across frames and videos of the same
 # size instead of being set up for every frame (the conversion otherwise costs more than decoding).
 _RGB = VideoReformatter()
@@ -75,67 +78,88 @@ def rgb_view(frame: av.VideoFrame) -> np.ndarray:
     return rows[:, : rgb.width * 3].reshape(rgb.height, rgb.width, 3)
 
 
-def pyav_union_decode(data: bytes, indices, *, check=None, rgb: bool = True):
+def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rgb: bool = True):
     """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
     ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a view of the converted frame's
     own buffer, see :func:`rgb_view`), or with ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each
     frame is decoded at most once by one single-threaded libavcodec decoder.
 
-    The packets are demuxed once (cheap: no decoding); for each wanted frame the decoder continues from
-    where it is, or restarts at the keyframe before the frame when that keyframe lies ahead (a seek within
-    the packet list). So a sample's clips cost the union of their keyframe-to-last-frame ranges, the
-    bench's decode limit, plus the RGB conversion of the wanted frames only (none with ``rgb=False``).
-    Needs presentation order == decode order (VP9, VP8, MJPEG, H.264 without B-frames); raises ValueError
-    otherwise, before yielding anything.
-    ``check(codec=, width=, height=, declared_frames=)`` is called after demuxing, before decoding.
+    ``source``: the encoded bytes, or a seekable binary file positioned anywhere (e.g.
+    ``SampleRecord.open_video()``, which reads the member from its shard on demand).
+
+    Only the packets from the keyframe before each needed run of frames to the run's last frame are read
+    and decoded: the container's own index (the MP4 sample table) takes the demuxer there, so the cost
+    grows with the frames a sample needs, not with the video's length. A run continues from where the
+    decoder is unless the next wanted frame's keyframe lies ahead of it; ``gop`` (the stored GOP length)
+    says where that keyframe is expected. It only decides when to seek: the seek itself always lands on
+    the real keyframe at or before the frame, so a wrong ``gop`` costs time, never correctness.
+    Frame ``i`` is the packet with presentation time ``start + i * frame_duration``: needs a constant
+    frame rate with presentation order == decode order (VP9, VP8, MJPEG, H.264 without B-frames, as
+    ``preprocess`` writes them); raises ValueError otherwise (possibly after yielding frames: the caller
+    then starts over with another decoder).
+    ``check(codec=, width=, height=, declared_frames=)`` is called after opening, before decoding.
     Raises IndexError if a frame is past the end or the decoder does not return it.
     """
     wanted = [int(i) for i in indices]
     if any(b <= a for a, b in zip(wanted, wanted[1:])):
         raise ValueError("indices must be sorted and unique")
-    with av.open(io.BytesIO(data)) as container:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    # reads of 8 KiB, not PyAV's 32 KiB: a run of 16 frames at 128 pixels is a few KiB of packets
+    with av.open(source, buffer_size=READ_BYTES) as container:
         stream = container.streams.video[0]
         stream.thread_type = "NONE"
-        packets = [p for p in container.demux(stream) if p.size]
-        if check is not None:
-            check(codec=stream.codec_context.name, width=stream.codec_context.width, height=stream.codec_context.height,
-                  declared_frames=len(packets))
-        pts = [p.pts for p in packets]
-        if any(a is None for a in pts) or any(b <= a for a, b in zip(pts, pts[1:])):
-            raise ValueError("packets are not in presentation order (B-frames?): use torchcodec")
-        if wanted and wanted[-1] >= len(packets):
-            raise IndexError(f"frame {wanted[-1]} requested, the video has {len(packets)}")
-        index_of_pts = {p: i for i, p in enumerate(pts)}
-        position_of = {index: position for position, index in enumerate(wanted)}
-        keyframes = np.flatnonzero([p.is_keyframe for p in packets])
         context = stream.codec_context
-        next_packet, done = 0, 0  # packets fed to the decoder; wanted frames yielded (they come in order)
-        for target in wanted:
-            if done > position_of[target]:  # already returned while decoding towards an earlier target
-                continue
-            lead = int(keyframes[keyframes <= target].max()) if keyframes.size and keyframes[0] <= target else 0
-            if lead > next_packet:  # jumping to the keyframe is cheaper than decoding on
+        declared = stream.frames or None
+        if check is not None:
+            check(codec=context.name, width=context.width, height=context.height, declared_frames=declared)
+        if stream.average_rate is None or stream.time_base is None:
+            raise ValueError("the stream declares no frame rate: use torchcodec")
+        step = 1 / (stream.average_rate * stream.time_base)  # frame duration in stream time units
+        if step.denominator != 1 or step <= 0:
+            raise ValueError(f"frame duration {step} is not a whole number of time units: use torchcodec")
+        step, start = int(step), stream.start_time or 0
+        if wanted and declared is not None and wanted[-1] >= declared:
+            raise IndexError(f"frame {wanted[-1]} requested, the video has {declared}")
+        period = gop if isinstance(gop, int) and not isinstance(gop, bool) and gop > 0 else 1
+        packets = None  # the demuxer's packet iterator, from the last seek on
+        expected = 0  # frame index of the next packet the demuxer yields
+        done = 0  # wanted frames yielded (they come in order)
+        while done < len(wanted):
+            target = wanted[done]
+            if packets is None or (target // period) * period > expected:  # the keyframe before target lies ahead
+                container.seek(start + target * step, stream=stream, backward=True, any_frame=False)
                 context.flush_buffers()
-                next_packet = lead
-            while done <= position_of[target] and next_packet <= len(packets):
-                # the last round drains frames still inside the decoder at the end of the stream
-                frames = context.decode(packets[next_packet] if next_packet < len(packets) else None)
-                next_packet += 1
+                packets, expected = container.demux(stream), None
+            for packet in packets:
+                if packet.size == 0:  # end-of-stream marker: drain the decoder
+                    frames = context.decode(None)
+                else:
+                    index, remainder = divmod((packet.pts if packet.pts is not None else -1) - start, step)
+                    if packet.pts is None or remainder or (expected is not None and index != expected):
+                        raise ValueError(f"packet timestamps are not one frame apart at frame {expected}: use torchcodec")
+                    if expected is None and not packet.is_keyframe:
+                        raise ValueError(f"seeking for frame {target} did not land on a keyframe: use torchcodec")
+                    expected = index + 1
+                    frames = context.decode(packet)
                 for frame in frames:
-                    position = position_of.get(index_of_pts.get(frame.pts))
-                    if position is not None and position >= done:
-                        if position != done:
+                    index = (frame.pts - start) // step if frame.pts is not None else None
+                    if index is not None and done < len(wanted) and index >= wanted[done]:
+                        if index != wanted[done]:
                             raise IndexError(f"decoder skipped frame {wanted[done]}")
-                        yield position, rgb_view(frame) if rgb else frame
+                        yield done, rgb_view(frame) if rgb else frame
                         done += 1
-            if done <= position_of[target]:
-                raise IndexError(f"decoder did not return frame {target}")
+                if done == len(wanted) or (wanted[done] // period) * period > expected:
+                    break  # finished, or the next wanted frame is reached faster by a seek
+            else:
+                if done < len(wanted):
+                    raise IndexError(f"decoder did not return frame {wanted[done]}")
 
 
-def pyav_union_frames(data: bytes, indices, *, check=None) -> np.ndarray:
-    """Frames ``indices`` (sorted, unique) of an encoded video stacked: (N, H, W, 3) uint8 (see
-    :func:`pyav_union_decode`)."""
-    frames = [frame for _, frame in pyav_union_decode(data, indices, check=check)]
+def pyav_union_frames(source, indices, *, gop: int | None = None, check=None) -> np.ndarray:
+    """Frames ``indices`` (sorted, unique) of an encoded video (bytes or a file) stacked: (N, H, W, 3)
+    uint8 (see :func:`pyav_union_decode`)."""
+    frames = [frame for _, frame in pyav_union_decode(source, indices, gop=gop, check=check)]
     if not frames:
         raise IndexError("no frames requested")
     return np.stack(frames)

@@ -32,17 +32,15 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
     """One sample end to end on the CPU; a problem with the sample comes back as its BadSampleError."""
     try:
         plan = plan_sample(record, cfg, epoch, repeat)
-        data = record.read_video()
-        if not data:
-            raise BadSampleError(record.shard, record.key, "empty video member")
         check = functools.partial(check_stream, record)
+        video = record.open_video()  # read on demand: only the packets the clips need are read
         try:
             try:
                 if not needs_resize(plan.views, record.meta["height"], record.meta["width"]):
-                    return sample_result(plan, _write_clips(plan, data, check))
-                decoded = torch.from_numpy(pyav_union_frames(data, plan.union, check=check))
-            except ValueError:  # frames reordered (B-frames): torchcodec handles any order
-                decoder = torchcodec_decoder(data)
+                    return sample_result(plan, _write_clips(plan, video, check))
+                decoded = torch.from_numpy(pyav_union_frames(video, plan.union, gop=record.meta.get("gop"), check=check))
+            except ValueError:  # frames reordered (B-frames) or irregular timestamps: torchcodec handles any order
+                decoder = torchcodec_decoder(record.read_video())
                 info = decoder.metadata
                 check(codec=info.codec, width=info.width, height=info.height, declared_frames=info.num_frames)
                 decoded = decoder.get_frames_at([int(i) for i in plan.union]).data
@@ -50,6 +48,8 @@ def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int
             raise
         except Exception as e:  # noqa: BLE001 -- any decoder failure is this sample's fault; name it
             raise BadSampleError(record.shard, record.key, f"decoding failed: {type(e).__name__}: {e}") from None
+        finally:
+            video.close()
         return finish_sample(plan, decoded)
     except BadSampleError as e:
         return e
@@ -67,16 +67,16 @@ class _RgbWriter(ClipWriter):
         return self.clips
 
 
-def _write_clips(plan: SamplePlan, data: bytes, check) -> torch.Tensor:
+def _write_clips(plan: SamplePlan, video, check) -> torch.Tensor:
     """Decode ``plan.union`` and cut each frame's crops into the clips as it comes: uint8 (K, T, S, S, 3).
     yuv420p frames go through ``YuvClipWriter`` (only the crops are converted to RGB), others through
-    ``ClipWriter``. Raises ValueError (before decoding) if the video's frames are reordered, like
-    ``pyav_union_decode``."""
+    ``ClipWriter``. ``video``: encoded bytes or a file (see ``pyav_union_decode``, whose ValueError for
+    reordered frames or irregular timestamps passes through)."""
     out = clip_buffer(plan.positions, plan.views[0].size)
     if get_worker_info() is not None:  # in a worker: the DataLoader then passes the tensor by handle, not by copy
         out.share_memory_()
     writer = None
-    for position, frame in pyav_union_decode(data, plan.union, check=check, rgb=False):
+    for position, frame in pyav_union_decode(video, plan.union, gop=plan.record.meta.get("gop"), check=check, rgb=False):
         if writer is None:
             if YuvClipWriter.accepts(frame, plan.views):
                 writer = YuvClipWriter(plan.positions, plan.views, frame, out=out)

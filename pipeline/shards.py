@@ -93,6 +93,63 @@ class SampleRecord:
     def read_video(self) -> bytes:
         return self.read(self.video_ext)
 
+    def open_video(self) -> "MemberFile":
+        """The video member as a seekable binary file that reads from the shard only what is asked for
+        (a decoder seeking by the container's index then never reads the rest). Close it after use."""
+        offset, size = self.members[self.video_ext]
+        f = MemberFile(self.shard, offset, size)
+        end = os.fstat(f.fileno()).st_size
+        if offset < 0 or size < 0 or offset + size > end:
+            f.close()
+            raise BadSampleError(self.shard, self.key, f"{self.video_ext} member (offset {offset}, {size} bytes) lies outside the {end}-byte shard")
+        if size == 0:
+            f.close()
+            raise BadSampleError(self.shard, self.key, "empty video member")
+        return f
+
+
+class MemberFile(io.RawIOBase):
+    """Bytes ``[offset, offset + size)`` of the file ``path`` as a read-only, seekable file of ``size``
+    bytes (positioned reads: nothing outside the window is read). ``bytes_read`` counts what was read."""
+
+    def __init__(self, path: str, offset: int, size: int):
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset, self._size, self._pos = offset, size, 0
+        self.bytes_read = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + pos < 0:
+            raise OSError(f"seek to {base + pos} before the start of the member")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        data = os.pread(self._fd, count, self._offset + self._pos) if count else b""
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        self.bytes_read += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
 
 def list_shards(out_dir_or_paths, split: str = "train", *, remote: RemoteOptions | None = None) -> list[str]:
     """Tar paths of a split: from ``OUT/manifest.json`` (``splits[split].shards[*].tar``), else the
