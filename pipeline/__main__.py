@@ -57,6 +57,12 @@ def main(argv=None) -> None:
     b.add_argument("--compare-codecs", type=Path, metavar="WORKDIR",
                    help="build vp9 GOP 16, vp9 GOP 250 and mjpeg shards from the embedded footage in WORKDIR and time each "
                         "(SHARDS then optional); the first set is the headline result")
+    b.add_argument("--sets", type=Path, metavar="WORKDIR",
+                   help="build the footage and a longer frame-numbered set (130-400 frames) in WORKDIR and measure the targets "
+                        "on both: every method at 1 worker, the loaders' 2-worker / 1-worker scaling (SHARDS then optional)")
+    b.add_argument("--lengths", type=Path, metavar="WORKDIR",
+                   help="build one scene cut to 100, 300, 1000 and 3000 frames in WORKDIR and time the reference backend's "
+                        "per-sample cost on each (SHARDS then optional)")
     b.add_argument("--out", type=Path, help="write the results as JSON")
     b.add_argument("--plot", type=Path, help="write a PNG of clips/s per method and speed")
 
@@ -73,6 +79,18 @@ def main(argv=None) -> None:
         from pipeline import bench
 
         cfg = _config(args, batch_size=4)
+        if args.sets or args.lengths:
+            result = {}
+            if args.sets:
+                result["sets"] = bench.compare_sets(args.sets, cfg, samples=args.samples, repeats=args.repeats)
+            if args.lengths:
+                result["per_sample_vs_length"] = bench.per_sample_vs_length(bench.length_sets(args.lengths), cfg, samples=args.samples,
+                                                                            repeats=args.repeats)
+            print(json.dumps(result, indent=2))
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
+            return
         if args.compare_codecs:
             result = bench.compare_codecs(args.compare_codecs, cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
                                            repeats=args.repeats)

@@ -263,6 +263,104 @@ def compare_codecs(workdir: Path, cfg: LoaderConfig, *, samples: int, workers: i
     return result
 
 
+LONG_SET = {"videos": 16, "frames": (130, 400), "size": (320, 240), "gop": 16}
+"""The second benchmark set: frame-numbered 320x240 sources of 130-400 frames (evenly spread), built as
+VP9 GOP 16 at short side 128, so longer videos than the footage's and a decoded frame's number can be read."""
+
+
+def _long_sources(workdir: Path) -> Path:
+    from preprocess.synthetic import write_numbered_video
+
+    src = workdir / "src_long"
+    if not src.is_dir():
+        tmp = workdir / "src_long.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        width, height = LONG_SET["size"]
+        for i, frames in enumerate(np.linspace(*LONG_SET["frames"], LONG_SET["videos"]).round().astype(int)):
+            write_numbered_video(tmp / f"numbered{i:02d}_{frames}.mp4", num_frames=int(frames), width=width, height=height)
+        tmp.rename(src)
+    return src
+
+
+def compare_sets(workdir: Path, cfg: LoaderConfig, *, samples: int, repeats: int = 3) -> dict:
+    """The targets on both sets: the footage (VP9 GOP 16) and ``LONG_SET``, each at 1 worker (every method,
+    ``run_once``) and the loaders again at 2 workers; ``scaling`` is the median of the per-round 2-worker /
+    1-worker ratios, measured side by side."""
+    from preprocess.build import build_shards
+
+    out = {}
+    for name, src in (("footage", _sources(Path(workdir))), ("long", _long_sources(Path(workdir)))):
+        shard_dir = Path(workdir) / f"{name}_vp9_gop16"
+        build_shards(src, shard_dir, codec="vp9", gop=16, progress=False, workers=2)
+        shards = list_shards(shard_dir)
+        one = run_once(shards, cfg, samples=samples, workers=1, repeats=repeats)
+        rates = {m: [] for m in ("reference", "dali")}
+        for _ in range(repeats):
+            for backend in rates:
+                single = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, 1)[0], {})
+                double = _attempt(backend, lambda: _time_loader(shards, cfg, backend, samples, 2)[0], {})
+                rates[backend].append(_ratio(double, single))
+        peers = [one["clips_per_s"][m] for m in PEERS if one["clips_per_s"].get(m)]
+        out[name] = {
+            **{k: one[k] for k in ("clips_per_s", "vs_decode_limit", "decode_limit_clips_per_s", "decoded_frames_per_clip", "samples", "errors", "rounds")},
+            "vs_best_peer": {m: _ratio(one["clips_per_s"][m], max(peers)) for m in ("reference", "dali") if peers},
+            "scaling_2_vs_1_workers": {m: _median(v, 3) for m, v in rates.items()},
+            "scaling_rounds": rates,
+            "video_bytes": sum(Path(s).stat().st_size for s in shards),
+        }
+    return out
+
+
+def per_sample_vs_length(folders: dict[int, Path], cfg: LoaderConfig, *, samples: int, repeats: int = 3) -> dict:
+    """Milliseconds per sample of the reference backend's ``load_sample`` (one process, one thread) on shard
+    folders holding the same content cut to different lengths (frames -> folder), with the frames the
+    sample's clips need (from each clip's keyframe, union per sample). Medians of ``repeats`` rounds, the
+    lengths interleaved in each round."""
+    from pipeline.reference import load_sample
+
+    torch.set_num_threads(1)
+    records = {n: scan_shards(list_shards(folder))[0] for n, folder in folders.items()}
+    times = {n: [] for n in folders}
+    needed = {}
+    for n, recs in records.items():
+        plans = [plan_sample(recs[i % len(recs)], cfg, i // len(recs)) for i in range(samples)]
+        keyframes = {r.key: _keyframes(r.read_video()) for r in recs}
+        needed[n] = round(float(np.mean([_required_frames(p, keyframes[p.record.key]) for p in plans])), 1)
+    for _ in range(repeats):
+        for n, recs in records.items():
+            started = time.perf_counter()
+            for i in range(samples):
+                result = load_sample(recs[i % len(recs)], 0, cfg, i // len(recs))
+                if isinstance(result, Exception):
+                    raise result
+            times[n].append(1000 * (time.perf_counter() - started) / samples)
+    return {str(n): {"ms_per_sample": _median(times[n], 1), "decoded_frames_per_sample": needed[n],
+                     "rounds_ms": [round(t, 1) for t in times[n]]} for n in folders}
+
+
+LENGTHS = (100, 300, 1000, 3000)
+
+
+def length_sets(workdir: Path) -> dict[int, Path]:
+    """Shards of the same rendered 320x240 scene (``testsrc2``, 4 keys each) cut to each of ``LENGTHS``
+    frames, VP9 GOP 16 at short side 128: frames -> shard folder."""
+    from preprocess.build import build_shards
+    from preprocess.synthetic import write_lavfi_video
+
+    folders = {}
+    for n in LENGTHS:
+        src, out = Path(workdir) / f"src_len{n}", Path(workdir) / f"len{n}"
+        if not src.is_dir():
+            tmp = Path(workdir) / f"src_len{n}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            for copy in range(4):
+                write_lavfi_video(tmp / f"scene{copy}.mp4", source="testsrc2", num_frames=n, width=320, height=240)
+            tmp.rename(src)
+        build_shards(src, out, codec="vp9", gop=16, progress=False, workers=2)
+        folders[n] = out
+    return folders
+
+
 def table(result: dict) -> str:
     rows = [("setting", *METHODS, "decode_limit")]
 

@@ -125,9 +125,15 @@ def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rg
         packets = None  # the demuxer's packet iterator, from the last seek on
         expected = 0  # frame index of the next packet the demuxer yields
         done = 0  # wanted frames yielded (they come in order)
+        sought = -1  # the frame the last seek was for: until it is decoded, another seek would land at the same keyframe
+
+        def seek_pays(frame: int) -> bool:  # its keyframe is expected ahead of the decoder
+            return frame > sought and (frame // period) * period > expected
+
         while done < len(wanted):
             target = wanted[done]
-            if packets is None or (target // period) * period > expected:  # the keyframe before target lies ahead
+            if packets is None or seek_pays(target):
+                sought = target
                 container.seek(start + target * step, stream=stream, backward=True, any_frame=False)
                 context.flush_buffers()
                 packets, expected = container.demux(stream), None
@@ -149,7 +155,7 @@ def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rg
                             raise IndexError(f"decoder skipped frame {wanted[done]}")
                         yield done, rgb_view(frame) if rgb else frame
                         done += 1
-                if done == len(wanted) or (wanted[done] // period) * period > expected:
+                if done == len(wanted) or seek_pays(wanted[done]):
                     break  # finished, or the next wanted frame is reached faster by a seek
             else:
                 if done < len(wanted):

@@ -107,7 +107,14 @@ class VideoLoader:
         emitted = failures_in_a_row = 0
         if wanted == 0:
             return
-        stream = self._stream.results(samples, epoch=self.epoch, count=wanted * cfg.batch_size)
+        count = wanted * cfg.batch_size
+        if getattr(self._stream, "persistent", False):
+            # training reads epoch after epoch: its workers start on the next one while this one ends
+            upcoming = None if cfg.mode == "eval" else (
+                rank_samples(self.eligible, cfg, epoch=self.epoch + 1, rank=self.rank, world_size=self.world_size), self.epoch + 1, count)
+            stream = self._stream.results(samples, epoch=self.epoch, count=count, upcoming=upcoming)
+        else:
+            stream = self._stream.results(samples, epoch=self.epoch, count=count)
         try:
             for result in stream:
                 if isinstance(result, BadSampleError):
@@ -129,6 +136,12 @@ class VideoLoader:
                 yield collate(batch, cfg, normalized=self.normalized, pin=pin)
         finally:
             stream.close()
+
+    def close(self) -> None:
+        """Stop the backend's worker processes now (they otherwise live until the loader is garbage-collected)."""
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
 
     def _count_skip(self, error: BadSampleError) -> None:
         self.stats["skipped"] += 1

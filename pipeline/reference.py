@@ -14,6 +14,7 @@ one call per clip (``yuv_clips.YuvClipWriter``), other formats are converted who
 
 from __future__ import annotations
 
+import collections
 import functools
 import multiprocessing
 
@@ -93,14 +94,15 @@ def _write_clips(plan: SamplePlan, video, check) -> torch.Tensor:
 
 
 class _Items(Dataset):
-    """Work item ``i`` of a rank's epoch (see ``plan.work_item``), loaded in a worker process."""
+    """Loads work items in a worker process. An item names everything it needs (reading id, index, record,
+    repeat, epoch), so the same long-lived workers serve every epoch and prefetch the next one."""
 
-    def __init__(self, samples: list[SampleRecord], cfg: LoaderConfig, epoch: int):
-        self.samples, self.cfg, self.epoch = samples, cfg, epoch
+    def __init__(self, cfg: LoaderConfig):
+        self.cfg = cfg
 
-    def __getitem__(self, i: int):
-        record, repeat = work_item(self.samples, i)
-        return load_sample(record, repeat, self.cfg, self.epoch)
+    def __getitem__(self, item):
+        reading, index, record, repeat, epoch = item
+        return reading, index, load_sample(record, repeat, self.cfg, epoch)
 
 
 def _single_thread(_worker_id: int) -> None:
@@ -116,21 +118,110 @@ def _worker_context():
     return context
 
 
+class _Reading:
+    """One pass over a rank's epoch: its work items (see ``plan.work_item``) in order."""
+
+    def __init__(self, ident: int, samples: list[SampleRecord], epoch: int, count: int, eval_mode: bool):
+        self.ident, self.samples, self.epoch, self.count, self.eval_mode = ident, samples, epoch, count, eval_mode
+        self.limit = len(samples) if eval_mode else (count if samples else 0)
+        """Items to hand out: eval reads every sample once; pretext/train ``count`` items plus one more per
+        bad result (the same items ``plan.drive`` runs)."""
+        self.sent = 0
+
+    def matches(self, samples: list[SampleRecord], epoch: int, count: int) -> bool:
+        return (self.epoch, self.count, [(r.shard, r.key) for r in self.samples]) == (epoch, count, [(r.shard, r.key) for r in samples])
+
+
+class _Dispatch:
+    """The DataLoader's sampler: the next unsent item of the first reading that has one (the current epoch
+    first, then the one expected next). Ends when none has, and is restarted when one has again."""
+
+    def __init__(self):
+        self.readings: list[_Reading] = []
+
+    def __iter__(self):
+        while True:
+            reading = next((r for r in self.readings if r.sent < r.limit), None)
+            if reading is None:
+                return
+            index = reading.sent
+            reading.sent += 1
+            record, repeat = work_item(reading.samples, index)
+            yield reading.ident, index, record, repeat, reading.epoch
+
+
 class ReferenceStream:
+    """Per-sample results of a rank's epochs from worker processes that live as long as the stream.
+
+    While an epoch's last items are being decoded, the workers go on with the first items of the epoch
+    the caller says comes next (``upcoming``), so a new epoch starts with its first batches ready. Results
+    are the same as a fresh pool's: every item is determined by (record, repeat, epoch), and each epoch's
+    results come in item order; results of a reading nobody asks for are dropped."""
+
+    persistent = True  # VideoLoader passes ``upcoming``
+
     def __init__(self, cfg: LoaderConfig, *, num_workers: int):
         self.cfg, self.num_workers = cfg, num_workers
+        self._dispatch = _Dispatch()
+        self._loader = self._batches = None
+        self._buffered: dict[int, collections.deque] = {}  # reading id -> results received ahead of time
+        self._next_ident = 0
 
-    def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
-        """Per-sample results in reading order (see ``plan.drive``)."""
-        dataset = _Items(samples, self.cfg, epoch)
+    def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming: tuple | None = None):
+        """Per-sample results in reading order (the items of ``plan.drive``). ``upcoming``: (samples, epoch,
+        count) of the pass expected after this one, prefetched once this one's items are all handed out."""
+        if self.num_workers == 0:
+            dataset = _Items(self.cfg)
+            return drive(samples, self.cfg, count, lambda indices: (dataset[(0, i, *work_item(samples, i), epoch)][2] for i in indices))
+        return self._results(samples, epoch, count, upcoming)
 
-        def run(indices: range):
-            if self.num_workers == 0:
-                yield from (dataset[i] for i in indices)
-                return
+    def _reading(self, samples, epoch: int, count: int) -> _Reading:
+        self._next_ident += 1
+        return _Reading(self._next_ident, samples, epoch, count, self.cfg.mode == "eval")
+
+    def _results(self, samples, epoch: int, count: int, upcoming):
+        ahead = [r for r in self._dispatch.readings[1:] if r.matches(samples, epoch, count)]
+        current = ahead[0] if ahead else self._reading(samples, epoch, count)
+        readings = [current] + ([self._reading(*upcoming)] if upcoming is not None else [])
+        self._dispatch.readings = readings  # others are dropped; their results are discarded on arrival
+        self._buffered = {r.ident: self._buffered.get(r.ident, collections.deque()) for r in readings}
+        wanted = len(samples) if current.eval_mode else count
+        done = good = 0
+        while (done if current.eval_mode else good) < wanted and samples:
+            result = self._next_result(current)
+            done += 1
+            if isinstance(result, BadSampleError):
+                if not current.eval_mode:
+                    current.limit += 1  # replaced by the next re-draw
+            else:
+                good += 1
+            yield result
+
+    def _next_result(self, current: _Reading):
+        buffered = self._buffered[current.ident]
+        while not buffered:
+            ident, _index, result = self._receive()
+            if ident in self._buffered:
+                self._buffered[ident].append(result)
+        return buffered.popleft()
+
+    def _receive(self):
+        if self._loader is None:
             # batch_size=None: workers return single samples, so bad ones can be dropped and batches kept full
-            loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.num_workers,
-                                worker_init_fn=_single_thread, prefetch_factor=4, multiprocessing_context=_worker_context())
-            yield from loader
+            self._loader = DataLoader(_Items(self.cfg), batch_size=None, sampler=self._dispatch, num_workers=self.num_workers,
+                                      worker_init_fn=_single_thread, prefetch_factor=4, persistent_workers=True,
+                                      multiprocessing_context=_worker_context())
+        for _ in range(2):
+            if self._batches is None:
+                self._batches = iter(self._loader)  # the same workers: persistent_workers
+            try:
+                return next(self._batches)
+            except StopIteration:  # every item handed out was returned; new ones may have come since
+                self._batches = None
+        raise RuntimeError("reference loader: no work item left to read (internal error)")
 
-        return drive(samples, self.cfg, count, run)
+    def close(self) -> None:
+        """Stop the worker processes (also done when the stream is garbage-collected)."""
+        if self._batches is not None and hasattr(self._batches, "_shutdown_workers"):
+            self._batches._shutdown_workers()
+        self._loader = self._batches = None
