@@ -93,9 +93,12 @@ class SampleRecord:
     def read_video(self) -> bytes:
         return self.read(self.video_ext)
 
-    def open_video(self) -> "MemberFile":
+    def open_video(self) -> "MemberFile | io.BytesIO":
         """The video member as a seekable binary file that reads from the shard only what is asked for
-        (a decoder seeking by the container's index then never reads the rest). Close it after use."""
+        (a decoder seeking by the container's index then never reads the rest). Close it after use.
+        A URL shard's member is fetched whole in one ranged request (many small remote reads cost more)."""
+        if self.remote is not None:
+            return io.BytesIO(self.read_video())
         offset, size = self.members[self.video_ext]
         f = MemberFile(self.shard, offset, size)
         end = os.fstat(f.fileno()).st_size
