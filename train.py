@@ -245,6 +245,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 if stopping:
                     break
 
+    loader.close()  # its workers live for the whole run (they prefetch across epochs): stop them now, not at garbage collection
     distributed.broadcast_buffers(raw_model, info)  # every rank ends with the checkpoint's exact state
 
     # ---- report
@@ -294,6 +295,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
                     parts.setdefault(key, []).append((value.float() if value.is_floating_point() else value).cpu())
             parts["video_id"] += batch["video_id"]
             parts["label"].append(batch["label"].cpu())
+        loader.close()
         gathered = distributed.all_gather_objects(parts, info)
         return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g[k]])) for k in parts}
 
