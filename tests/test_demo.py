@@ -12,7 +12,7 @@ import pytest
 import demo
 from preprocess.motion_dataset import CLASSES, DESIGNS, motion_video
 
-#: Fewer unlabelled videos, no real footage, three seeds; the same labelled set, model and step budgets.
+#: Fewer unlabelled videos, no real footage, three seeds, 6 test videos per class; the same model and step budgets.
 SMALL = dataclasses.replace(demo.FULL, seeds=3, unlabeled=60, footage=False, test_per_class=6)
 
 
@@ -88,7 +88,13 @@ def test_command_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_multi_seed_demo_interval(tmp_path):
-    """The reduced experiment over SMALL.seeds seeds: judged on the intervals over seeds, never on one draw."""
+    """The reduced experiment over SMALL.seeds seeds, judged on intervals over seeds, never on one draw.
+
+    It asserts the robust part only: the pretext is learned (interval above chance). The transfer gain is
+    computed and written but not asserted: at this size its 3-seed interval excluded zero with first seed 0
+    ([0.16, 0.92]) but not with first seed 7 ([-0.30, 0.72], pretrained ahead on 3/3 seeds both times; see
+    BENCHMARKS.md "Demo: data designs"), so an assertion on it could flip. The full demo reports it.
+    """
     res = demo.run_experiment(tmp_path / "demo", SMALL)
     stored = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert (tmp_path / "demo" / "results.png").stat().st_size > 0
@@ -96,10 +102,12 @@ def test_multi_seed_demo_interval(tmp_path):
     assert stored["finetune"]["pretrained"].keys() >= {"clip_acc", "video_acc", "retrieval_r1"}
     for key in ("clip_acc", "video_acc", "retrieval_r1"):
         assert stored["summary"][key].keys() == {"mean_gain", "ci95", "wins", "seeds"}
+        assert stored["summary"][key]["seeds"] == SMALL.seeds
         assert stored["finetune"]["pretrained"][key] == pytest.approx(np.mean([r["finetune"]["pretrained"][key] for r in stored["seeds"]]))
+    assert stored["verdict"] == demo.verdict_line(stored["summary"])
     summary = res["summary"]
     print(json.dumps(summary, indent=1))
-    # The pretext was learned on held-out videos: the whole interval over seeds is above chance.
-    assert summary["pretext"]["ci95"][0] > summary["pretext"]["chance"]
-    # ... and it transfers: the paired gain's interval over seeds excludes zero.
-    assert summary["video_acc"]["ci95"][0] > 0
+    # The pretext was learned on held-out videos: the whole interval over seeds is above chance, for the signed
+    # speed (4-way) and for the clip order (2-way), which the reversible videos could not teach.
+    assert summary["pretext"]["ci95"][0] > summary["pretext"]["chance"] + 0.2
+    assert summary["pretext_order"]["ci95"][0] > summary["pretext_order"]["chance"]
