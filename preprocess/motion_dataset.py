@@ -11,7 +11,7 @@ horizontal-flip augmentation. The disks wrap around the frame edges (the world i
 start sees the same kind of motion.
 
 The *design* decides whether the arrow of time is visible, which the speed pretext needs to learn the sign
-of the playback speed and the clip order (measured in BENCHMARKS.md, "Demo data designs"):
+of the playback speed and the clip order (measured in BENCHMARKS.md "Demo: data designs"):
 
 * ``reversible``: constant velocity and nothing else. ``up_*`` played backwards is exactly ``down_*``, so the
   sign of a clip's speed cannot be learned from these videos.
