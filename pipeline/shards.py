@@ -10,6 +10,7 @@ between ranks.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -285,23 +286,30 @@ def scan_shards(shards: list[str], *, skip_bad_samples: bool = False,
     return records, bad
 
 
-def check_video_bytes(record: SampleRecord, data: bytes) -> None:
-    """Cheap container-level checks before decoding (PyAV opens the header, decodes nothing): the bytes
-    parse and hold a video stream of the json's codec and size that does not declare fewer frames than
-    the json claims (DALI would return black frames for the missing ones without an error)."""
+@contextlib.contextmanager
+def video_stream(record: SampleRecord, data: bytes):
+    """``(container, stream)``: ``data`` opened by PyAV and its first video stream. Empty bytes, no video
+    stream, and any PyAV error inside the block become a :class:`BadSampleError` naming the shard and key."""
     if not data:
         raise BadSampleError(record.shard, record.key, "empty video member")
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise BadSampleError(record.shard, record.key, "no video stream in the container")
-            stream = container.streams.video[0]
-            width, height, declared = stream.codec_context.width, stream.codec_context.height, stream.frames
-            codec = stream.codec_context.name
+            yield container, container.streams.video[0]
     except BadSampleError:
         raise
     except Exception as e:  # noqa: BLE001 -- PyAV raises many types for bad bytes; all mean the same here
         raise BadSampleError(record.shard, record.key, f"unreadable video container: {type(e).__name__}: {e}") from None
+
+
+def check_video_bytes(record: SampleRecord, data: bytes) -> None:
+    """Cheap container-level checks before decoding (PyAV opens the header, decodes nothing): the bytes
+    parse and hold a video stream of the json's codec and size that does not declare fewer frames than
+    the json claims (DALI would return black frames for the missing ones without an error)."""
+    with video_stream(record, data) as (_, stream):
+        width, height, declared = stream.codec_context.width, stream.codec_context.height, stream.frames
+        codec = stream.codec_context.name
     check_stream(record, codec=codec, width=width, height=height, declared_frames=declared)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from pipeline.shards import BadSampleError, SampleRecord, check_stream
+from pipeline.shards import BadSampleError, SampleRecord, check_stream, video_stream
 
 #: container format of a sample's video member (preprocess writes these extensions)
 FORMATS = {"mp4": "mp4", "avi": "avi", "webm": "webm", "mkv": "matroska"}
@@ -70,27 +70,17 @@ def cut_stream(record: SampleRecord, data: bytes, wanted) -> CutStream:
     wanted = np.asarray(wanted, dtype=np.int64)
     if wanted.size == 0 or np.any(np.diff(wanted) <= 0):
         raise ValueError("wanted frames must be sorted, unique and not empty")
-    if not data:
-        raise BadSampleError(record.shard, record.key, "empty video member")
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise BadSampleError(record.shard, record.key, "no video stream in the container")
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            packets = [p for p in container.demux(stream) if p.size]
-            check_stream(record, codec=ctx.name, width=ctx.width, height=ctx.height, declared_frames=len(packets))
-            if len(packets) != record.frames:
-                raise BadSampleError(record.shard, record.key, f"json says {record.frames} frames, the video holds {len(packets)} packets")
-            if wanted[0] < 0 or wanted[-1] >= len(packets):
-                raise BadSampleError(record.shard, record.key, f"frames {wanted[0]}..{wanted[-1]} asked, the video has {len(packets)}")
-            if any(p.pts is None or p.dts is None for p in packets):
-                raise BadSampleError(record.shard, record.key, "packets without timestamps")
-            return _remux(record, stream, packets, wanted)
-    except BadSampleError:
-        raise
-    except Exception as e:  # noqa: BLE001 -- PyAV raises many types for bad bytes; all mean the same here
-        raise BadSampleError(record.shard, record.key, f"unreadable video container: {type(e).__name__}: {e}") from None
+    with video_stream(record, data) as (container, stream):
+        ctx = stream.codec_context
+        packets = [p for p in container.demux(stream) if p.size]
+        check_stream(record, codec=ctx.name, width=ctx.width, height=ctx.height, declared_frames=len(packets))
+        if len(packets) != record.frames:
+            raise BadSampleError(record.shard, record.key, f"json says {record.frames} frames, the video holds {len(packets)} packets")
+        if wanted[0] < 0 or wanted[-1] >= len(packets):
+            raise BadSampleError(record.shard, record.key, f"frames {wanted[0]}..{wanted[-1]} asked, the video has {len(packets)}")
+        if any(p.pts is None or p.dts is None for p in packets):
+            raise BadSampleError(record.shard, record.key, "packets without timestamps")
+        return _remux(record, stream, packets, wanted)
 
 
 def _remux(record: SampleRecord, stream, packets: list, wanted: np.ndarray) -> CutStream:
