@@ -35,7 +35,7 @@ from shardformat import FileLockedError, ManifestError, atomic_write, load_manif
 from .inputs import Input, PreprocessError, extend_label_map, fingerprint, resolve_src, screen
 from .media import CODECS, EncodeParams
 from .pack import collect_samples, write_split_shards
-from .partition import in_partition
+from .partition import restrict_to_partition
 from .pool import load_outcome, progress_bar, transcode_all
 
 
@@ -129,10 +129,7 @@ def build_shards(
         unique, plan_rejects = screen(inputs, labels, require_label=labels_from_dirs and src.is_dir())
         part_inputs = inputs
         if partition is not None:  # the label map and fingerprint above came from the full listing
-            part_inputs = [i for i in inputs if in_partition(i.key, partition)]
-            mine = {i.rel for i in part_inputs}
-            unique = {k: i for k, i in unique.items() if in_partition(k, partition)}
-            plan_rejects = [(rel, r) for rel, r in plan_rejects if rel in mine]
+            part_inputs, unique, plan_rejects = restrict_to_partition(inputs, unique, plan_rejects, partition)
 
         todo = [i for i in unique.values() if load_outcome(staging, i.key) is None]
         with progress_bar(progress, total=len(unique), done=len(unique) - len(todo)) as advance:

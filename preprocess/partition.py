@@ -71,6 +71,15 @@ def in_partition(key: str, partition: tuple[int, int]) -> bool:
     return int(key, 16) % count == index
 
 
+def restrict_to_partition(inputs: list, unique: dict, plan_rejects: list, partition: tuple[int, int]) -> tuple[list, dict, list]:
+    """The full listing's ``inputs``, screened ``unique`` inputs (by key) and screening ``plan_rejects``
+    (``(rel, Rejection)``), each cut down to partition ``partition``."""
+    mine = [i for i in inputs if in_partition(i.key, partition)]
+    rels = {i.rel for i in mine}
+    return (mine, {k: i for k, i in unique.items() if in_partition(k, partition)},
+            [(rel, r) for rel, r in plan_rejects if rel in rels])
+
+
 def part_dir(out: Path, partition: tuple[int, int]) -> Path:
     index, count = partition
     return Path(out) / PARTS_DIR / f"{index}-of-{count}"
