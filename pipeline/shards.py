@@ -82,9 +82,7 @@ class SampleRecord:
             except RemoteReadError as e:
                 raise BadSampleError(self.shard, self.key, f"{ext} member: {e}") from None
         with open(self.shard, "rb") as f:
-            end = os.fstat(f.fileno()).st_size  # refuse a declared range past the file before allocating it
-            if offset < 0 or size < 0 or offset + size > end:
-                raise BadSampleError(self.shard, self.key, f"{ext} member (offset {offset}, {size} bytes) lies outside the {end}-byte shard")
+            self._check_range(ext, f.fileno())  # before allocating the declared size
             f.seek(offset)
             data = f.read(size)
         if len(data) != size:
@@ -102,14 +100,21 @@ class SampleRecord:
             return io.BytesIO(self.read_video())
         offset, size = self.members[self.video_ext]
         f = MemberFile(self.shard, offset, size)
-        end = os.fstat(f.fileno()).st_size
-        if offset < 0 or size < 0 or offset + size > end:
+        try:
+            self._check_range(self.video_ext, f.fileno())
+            if size == 0:
+                raise BadSampleError(self.shard, self.key, "empty video member")
+        except BadSampleError:
             f.close()
-            raise BadSampleError(self.shard, self.key, f"{self.video_ext} member (offset {offset}, {size} bytes) lies outside the {end}-byte shard")
-        if size == 0:
-            f.close()
-            raise BadSampleError(self.shard, self.key, "empty video member")
+            raise
         return f
+
+    def _check_range(self, ext: str, fd: int) -> None:
+        """The index's byte range for ``ext`` lies inside the shard file open as ``fd``."""
+        offset, size = self.members[ext]
+        end = os.fstat(fd).st_size
+        if offset < 0 or size < 0 or offset + size > end:
+            raise BadSampleError(self.shard, self.key, f"{ext} member (offset {offset}, {size} bytes) lies outside the {end}-byte shard")
 
 
 class MemberFile(io.RawIOBase):
