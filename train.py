@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
 from pipeline.remote_shards import label_names
-
 from shardformat import atomic_write
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
@@ -34,8 +33,8 @@ from training.logs import MetricsLog, console, fmt, plot_curves, progress_displa
 from training.metrics import RECALL_KS, accuracy, accuracy_tensor, clip_and_video_accuracy, group_by_video, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
-from training.step_metrics import StepMetrics
 from training.presets import merge, preset_values
+from training.step_metrics import StepMetrics
 from training.tensorboard import TensorBoardLog
 
 
@@ -71,6 +70,14 @@ def remote_options(cfg: TrainConfig) -> RemoteOptions:
     """How shards are read when --data is a URL."""
     d = cfg.data
     return RemoteOptions.from_cli(d.storage_options, d.shard_cache, retries=d.read_retries, timeout_s=d.read_timeout)
+
+
+def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: LoaderConfig):
+    """This rank's loader over ``split`` of ``--data`` (a folder or a URL)."""
+    remote = remote_options(cfg)
+    return build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
+                        rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
+                        remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads)
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
@@ -133,16 +140,12 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
-    remote = remote_options(cfg)
-    shards = list_shards(cfg.data.data, split=cfg.data.train_split, remote=remote)
-    loader = build_loader(shards, loader_config(cfg, "pretext" if pretrain else "train", training=True), backend=cfg.data.backend,
-                          rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote,
-                          gpu_decode_threads=cfg.data.gpu_decode_threads)
+    loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "pretext" if pretrain else "train", training=True))
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
     total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
-    classes = None if pretrain else label_names(cfg.data.data, remote)
+    classes = None if pretrain else label_names(cfg.data.data, remote_options(cfg))
 
     # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.run.seed)
@@ -284,10 +287,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         lcfg = loader_config(cfg, mode, training=False)
         if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
-        remote = remote_options(cfg)
-        loader = build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
-                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=device, remote=remote,
-                              gpu_decode_threads=cfg.data.gpu_decode_threads)
+        loader = open_loader(cfg, info, split, lcfg)
         parts: dict[str, list] = {"video_id": [], "label": []}
         for batch in Prefetcher(loader, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
