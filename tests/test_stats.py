@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training.stats import paired_gain, t_cdf, t_interval, t_quantile, verdict
+from training.stats import paired_gain, t_interval, t_quantile, verdict
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (9, 2.262157), (30, 2.042272)])
@@ -14,11 +14,13 @@ def test_t_quantile_matches_the_table(df, expected):
     assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-5)
 
 
-def test_t_cdf_known_values_and_symmetry():
-    assert t_cdf(0.0, 3) == pytest.approx(0.5, abs=1e-12)
-    assert t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-9)  # Cauchy: 1/2 + atan(1)/pi
-    assert t_cdf(-2.0, 5) == pytest.approx(1 - t_cdf(2.0, 5), abs=1e-12)
+def test_t_quantile_lower_tail_and_bad_arguments():
     assert t_quantile(0.025, 4) == pytest.approx(-2.776445, abs=1e-5)
+    assert t_quantile(0.5, 3) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        t_quantile(1.0, 4)
+    with pytest.raises(ValueError):
+        t_quantile(0.975, 0)
 
 
 def test_t_interval_known_answer():
