@@ -49,20 +49,29 @@ def draw_views(rng: np.random.Generator, num_clips: int, height: int, width: int
     return views
 
 
+def _check_views(views: list[View]) -> None:
+    if len({(v.resize_hw, v.size) for v in views}) != 1:
+        raise ValueError("all clips of a sample share one resize and one crop size")
+
+
+def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames resized to (N, ``height``, ``width``, 3): bilinear with antialiasing, rounded."""
+    x = frames.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View]) -> torch.Tensor:
     """Cut the clips out of a video's decoded frames.
 
     ``frames``: (U, H, W, 3) uint8, the sorted unique frames of all clips (decoded once);
-    ``positions``: (K, T) indices into ``frames`` (an array, or a long tensor already on ``frames``' device,
-    which saves a host-to-device copy per sample); returns (K, T, S, S, 3) uint8 on ``frames``' device.
+    ``positions``: (K, T) indices into ``frames`` (an array, or a long tensor on ``frames``' device);
+    returns (K, T, S, S, 3) uint8 on ``frames``' device.
     """
-    if len({v.resize_hw for v in views}) != 1:
-        raise ValueError("all clips of a sample share one resize")
+    _check_views(views)
     rh, rw = views[0].resize_hw
     if tuple(frames.shape[1:3]) != (rh, rw):  # resize the union once, not every clip
-        x = frames.permute(0, 3, 1, 2).float()  # (U, 3, H, W)
-        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-        frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (U, rh, rw, 3)
+        frames = _resize(frames, rh, rw)
     if isinstance(positions, torch.Tensor):
         index = positions.to(device=frames.device, dtype=torch.long)
     else:
@@ -73,6 +82,53 @@ def assemble_clips(frames: torch.Tensor, positions: np.ndarray, views: list[View
         clip = window[index[k]]  # (T, S, S, 3)
         clips.append(clip.flip(2) if v.flip else clip)
     return torch.stack(clips)  # (K, T, S, S, 3)
+
+
+def assemble_batch(frames: list[torch.Tensor], positions: list[np.ndarray], views: list[list[View]]) -> list[torch.Tensor]:
+    """:func:`assemble_clips` for every sample of a batch (same arguments, one list entry per sample), same
+    output. On a CUDA device through :func:`gather_clips` (a handful of kernel launches per batch instead of
+    about fifteen per sample); elsewhere sample by sample, because on the CPU the sliced copies of
+    ``assemble_clips`` run 5x faster than one gather (measured: 4 vs 23 ms for 4 clips of 16 frames at
+    112 px from 128x171 frames, one thread)."""
+    if frames and frames[0].device.type == "cuda":
+        return gather_clips(frames, positions, views)
+    return [assemble_clips(f, p, v) for f, p, v in zip(frames, positions, views)]
+
+
+def gather_clips(frames: list[torch.Tensor], positions: list[np.ndarray], views: list[list[View]]) -> list[torch.Tensor]:
+    """:func:`assemble_batch` in few kernels: samples whose frames and views have the same sizes are stacked,
+    resized with one call and cut with one indexed gather (crops and flips are index arrays), and every
+    index array of the batch is built on the host and uploaded in one copy (pinned and asynchronous on a
+    GPU, so the calling thread does not wait for it)."""
+    if not frames:
+        return []
+    device = frames[0].device
+    groups: dict[tuple, list[int]] = {}
+    for i, (f, v) in enumerate(zip(frames, views)):
+        _check_views(v)
+        groups.setdefault((tuple(f.shape[1:]), v[0].resize_hw, v[0].size), []).append(i)
+    host = []  # per group: (clips, T) frame rows into the group's stack, (clips, S) pixel rows, (clips, S) columns
+    for members in groups.values():
+        starts = np.cumsum([0] + [len(frames[i]) for i in members])[:-1]
+        span = np.arange(views[members[0]][0].size)
+        host.append((np.concatenate([start + np.asarray(positions[i]) for i, start in zip(members, starts)]),
+                     np.stack([v.top + span for i in members for v in views[i]]),
+                     np.stack([v.left + (span[::-1] if v.flip else span) for i in members for v in views[i]])))
+    flat = torch.from_numpy(np.concatenate([a.ravel() for arrays in host for a in arrays]).astype(np.int64))
+    if device.type == "cuda":
+        flat = flat.pin_memory()
+    flat = flat.to(device, non_blocking=True).split([a.size for arrays in host for a in arrays])
+    out: list[torch.Tensor | None] = [None] * len(frames)
+    for g, (members, arrays) in enumerate(zip(groups.values(), host)):
+        rows_t, rows, columns = (flat[3 * g + j].view(a.shape) for j, a in enumerate(arrays))
+        stack = torch.cat([frames[i] for i in members]) if len(members) > 1 else frames[members[0]]
+        rh, rw = views[members[0]][0].resize_hw
+        if tuple(stack.shape[1:3]) != (rh, rw):
+            stack = _resize(stack, rh, rw)
+        clips = stack[rows_t[:, :, None, None], rows[:, None, :, None], columns[:, None, None, :]]  # (clips, T, S, S, 3)
+        for i, part in zip(members, clips.split([len(views[i]) for i in members])):
+            out[i] = part
+    return out
 
 
 def needs_resize(views: list[View], height: int, width: int) -> bool:

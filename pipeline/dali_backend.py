@@ -16,7 +16,8 @@ its clips need (``stream_cut.py``) and DALI decodes that from its start. ``pad_m
 index past the end an error instead of a black frame. On a GPU, ``num_threads`` is the ``mixed`` decoder's
 thread pool (videos decoded at once, sized for NVDEC, not the CPU), threads are not pinned to cores
 (``affine=False``: under DDP every rank's pool would pin to the same first cores), and outputs are taken
-on the consumer's CUDA stream and wrapped with DLPack (no device copy).
+on the consumer's CUDA stream and wrapped with DLPack (no device copy), and a batch's clips are cut in a
+few kernels for all its samples at once (``augment.assemble_batch``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.plan import SamplePlan, drive, finish_sample, plan_sample, work_item
+from pipeline.augment import assemble_batch
+from pipeline.plan import check_decoded, drive, plan_sample, sample_result, work_item
 from pipeline.shards import BadSampleError, SampleRecord
 from pipeline.stream_cut import CutStream, cut_stream
 
@@ -138,36 +140,30 @@ class DaliStream:
             self._released.synchronize()
         return self._pipe.outputs(cuda_stream=torch.cuda.current_stream(self.device_id))
 
-    def _finish(self, plan: SamplePlan, decoded: torch.Tensor, positions: torch.Tensor | None):
-        try:
-            return finish_sample(plan, decoded, positions)
-        except BadSampleError as e:
-            return e
-
-    def _positions_on_gpu(self, plans: list[SamplePlan]) -> list[torch.Tensor | None]:
-        """Every plan's (K, T) clip positions on the GPU in one pinned, asynchronous upload (per-sample uploads
-        from pageable memory would each block this thread). CPU: None each (the arrays are used as they are)."""
-        if self.device_id is None or not plans:
-            return [None] * len(plans)
-        flat = torch.from_numpy(np.concatenate([p.positions.ravel() for p in plans]).astype(np.int64)).pin_memory()
-        flat = flat.to(torch.device("cuda", self.device_id), non_blocking=True)
-        sizes = [p.positions.size for p in plans]
-        return [chunk.view(p.positions.shape) for chunk, p in zip(flat.split(sizes), plans)]
-
     def _merge(self, entries, outputs) -> list:
+        """Results of a scheduled batch: shape checks per sample, then the clips of all good samples cut in
+        one call (``augment.assemble_batch``: a few kernels per batch on a GPU)."""
         (frames,) = outputs
-        results, j = [], 0
-        good = [e for e in entries if not isinstance(e, BadSampleError)]
-        positions = iter(self._positions_on_gpu([plan for plan, _ in good]))
+        results, good, j = [], [], 0
         for entry in entries:
             if isinstance(entry, BadSampleError):
                 results.append(entry)
-            else:
-                plan, stream = entry
-                results.append(self._finish(plan, _to_torch(frames[j], self.device_id), next(positions)))
-                self.decoded_frames += stream.decoded
-                self.clips += len(plan.views)
-                j += 1
+                continue
+            plan, stream = entry
+            decoded = _to_torch(frames[j], self.device_id)
+            j += 1
+            try:
+                check_decoded(plan, decoded)
+            except BadSampleError as e:
+                results.append(e)
+                continue
+            results.append(None)  # filled below
+            good.append((len(results) - 1, plan, decoded))
+            self.decoded_frames += stream.decoded
+            self.clips += len(plan.views)
+        clips = assemble_batch([d for _, _, d in good], [p.positions for _, p, _ in good], [p.views for _, p, _ in good])
+        for (slot, plan, _), sample_clips in zip(good, clips):
+            results[slot] = sample_result(plan, sample_clips)
         if self.device_id is not None:
             self._released = torch.cuda.Event()
             self._released.record()  # on the current stream, after the clips were cut from DALI's buffers

@@ -117,14 +117,18 @@ class SampleResult:
     clips: torch.Tensor  # uint8 (K, T, S, S, 3); normalized per batch by the loader
 
 
-def finish_sample(plan: SamplePlan, decoded: torch.Tensor, positions: torch.Tensor | None = None) -> SampleResult:
-    """Check a decoder's output for ``plan.union`` and cut, resize, crop and flip the clips. ``positions``:
-    ``plan.positions`` already on ``decoded``'s device (the DALI GPU path uploads a batch's at once)."""
+def check_decoded(plan: SamplePlan, decoded: torch.Tensor) -> None:
+    """Raise the sample's BadSampleError unless ``decoded`` has the shape of ``plan.union``'s frames."""
     record = plan.record
     expected = (len(plan.union), record.meta["height"], record.meta["width"], 3)
     if tuple(decoded.shape) != expected:
         raise BadSampleError(record.shard, record.key, f"decoder returned frames of shape {tuple(decoded.shape)}, expected {expected}")
-    return sample_result(plan, assemble_clips(decoded, plan.positions if positions is None else positions, plan.views))
+
+
+def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
+    """Check a decoder's output for ``plan.union`` and cut, resize, crop and flip the clips."""
+    check_decoded(plan, decoded)
+    return sample_result(plan, assemble_clips(decoded, plan.positions, plan.views))
 
 
 def sample_result(plan: SamplePlan, clips: torch.Tensor) -> SampleResult:

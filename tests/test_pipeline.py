@@ -270,6 +270,32 @@ def test_clip_writer_is_assemble_clips_one_frame_at_a_time():
         writer.put(0, frames[0, :10].numpy())
 
 
+def test_gather_clips_is_assemble_clips_for_a_whole_batch():
+    """The DALI GPU path's batched cut (one resize and one gather per group of equal sizes) gives exactly what
+    ``assemble_clips`` gives sample by sample: mixed frame sizes, resized and not, flips, repeated frames,
+    samples with different clip counts. Checked on the CPU (the same torch ops run on CUDA there)."""
+    from pipeline.augment import assemble_batch, gather_clips
+
+    rng = np.random.default_rng(3)
+    samples = []  # (frames, positions, views)
+    for n, (height, width, resize, clips) in enumerate([(20, 30, (20, 30), 2), (24, 36, (20, 30), 3), (20, 30, (20, 30), 1),
+                                                        (24, 36, (20, 30), 2), (20, 26, (20, 26), 4)]):
+        frames = torch.randint(0, 256, (5 + n, height, width, 3), dtype=torch.uint8)
+        positions = rng.integers(0, len(frames), size=(clips, 4))
+        views = [View(resize, int(rng.integers(0, resize[0] - 9)), int(rng.integers(0, resize[1] - 9)), 10, bool(k % 2))
+                 for k in range(clips)]
+        samples.append((frames, positions, views))
+    expected = [assemble_clips(*sample) for sample in samples]
+    for cut in (gather_clips, assemble_batch):
+        got = cut(*(list(part) for part in zip(*samples)))
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape and torch.equal(a, b)
+    assert gather_clips([], [], []) == []
+    with pytest.raises(ValueError, match="share one resize"):
+        gather_clips([samples[0][0]], [samples[0][1]], [[View((20, 30), 0, 0, 10, False), View((20, 30), 0, 0, 8, False)]])
+
+
 def _random_yuv_frame(rng, width: int, height: int, colorspace: int):
     import av
 
