@@ -137,11 +137,16 @@ def needs_resize(views: list[View], height: int, width: int) -> bool:
     return views[0].resize_hw != (height, width)
 
 
+def clip_shape(positions: np.ndarray, size: int) -> tuple[int, int, int, int, int]:
+    """(K, T, size, size, 3): the shape of the clips at ``positions`` (K, T) cut at ``size``."""
+    k, t = np.shape(positions)
+    return k, t, size, size, 3
+
+
 def clip_buffer(positions: np.ndarray, size: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """The uint8 (K, T, size, size, 3) tensor that clips at ``positions`` (K, T) are written into: ``out``,
     checked, or a new one."""
-    k, t = np.shape(positions)
-    shape = (k, t, size, size, 3)
+    shape = clip_shape(positions, size)
     if out is None:
         return torch.empty(shape, dtype=torch.uint8)
     if tuple(out.shape) != shape or out.dtype != torch.uint8:

@@ -19,6 +19,7 @@ import torch
 from pipeline.augment import normalize_batch
 from pipeline.background import background_batches
 from pipeline.config import LoaderConfig
+from pipeline.host_memory import keep_freed_memory
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
 from pipeline.remote import RemoteOptions
 from pipeline.routing import CPU_DEFAULT, GPU_DECODE_THREADS, Route, choose_backend, dali_threads
@@ -75,6 +76,8 @@ class VideoLoader:
             from pipeline.reference import ReferenceStream
 
             self._stream = ReferenceStream(cfg, num_workers=num_workers)
+        if normalized and route.backend != "dali-gpu":  # batches are normalized into fresh host memory here
+            keep_freed_memory()
         if route.reason:
             log.warning("loader: %s", route.reason)
         log.info("loader: backend %s, mode %s, rank %d/%d: %d of %d samples eligible, %d batches per epoch",

@@ -211,12 +211,47 @@ def test_reference_workers_live_for_the_run_and_prefetch_the_next_epoch(shards, 
             upcoming = stream._dispatch.readings[1]
             assert upcoming.epoch == epoch + 1 and upcoming.sent > 0
     assert workers.stats["skipped"] > 0 and workers.stats["skipped"] == inline.stats["skipped"]
+    rings = workers._stream._rings  # both workers wrote into their shared-memory rings (mapped here once)
+    assert sorted(rings) == [0, 1] and all(clips.is_shared() for clips, _ in rings.values())
     workers.close()
     for pid in pids:  # close() stops them
         with pytest.raises(ProcessLookupError):
             for _ in range(100):
                 os.kill(pid, 0)
                 time.sleep(0.1)
+
+
+def test_a_worker_output_ring_hands_out_free_slots_only_and_gets_them_back(shards, tmp_path):
+    """A worker's clips go into a free slot of its ring, which stays busy until the training process frees
+    it; a full ring or another shape gives None (the worker then allocates); a sample that fails while
+    being written gives its slot back."""
+    from pipeline.augment import clip_shape
+    from pipeline.reference import OutputRing, load_sample
+    from pipeline.shards import BadSampleError, scan_shards
+
+    ring = OutputRing(2)
+    a, b = ring.take((1, 2, 3, 3, 3)), ring.take((1, 2, 3, 3, 3))
+    assert ring.slot_of(a) == 0 and ring.slot_of(b) == 1 and ring.take((1, 2, 3, 3, 3)) is None
+    assert ring.slot_of(torch.empty((1, 2, 3, 3, 3), dtype=torch.uint8)) is None
+    ring.release(b)
+    assert ring.take((1, 2, 3, 3, 4)) is None and ring.slot_of(ring.take((1, 2, 3, 3, 3))) == 1
+
+    from pipeline_helpers import write_tar
+
+    good = _good_samples(shards, count=1)
+    bad_key, bad_sample = _corrupt("garbage", good, tmp_path)
+    records = {r.key: r for r in scan_shards([str(write_tar(tmp_path / "ring-000000.tar", {**good, bad_key: bad_sample}))])[0]}
+    (good_key,) = good
+    assert records[good_key].meta["height"] == 128
+    for resize in (128, 64):  # clips written straight into the slot / resized, then copied into it
+        cfg = LoaderConfig(**{**RAW, "resize": resize, "augment": True})
+        ring = OutputRing(3)
+        ring.take(clip_shape(np.zeros((4, 8)), 64))  # the ring exists with its first slot busy
+        result = load_sample(records[bad_key], 0, cfg, 0, ring=ring)
+        assert isinstance(result, BadSampleError) and ring.busy.tolist() == [1, 0, 0]
+        result = load_sample(records[good_key], 0, cfg, 0, ring=ring)
+        expected = load_sample(records[good_key], 0, cfg, 0)
+        assert ring.slot_of(result.clips) in (1, 2) and ring.busy.sum() == 2 and torch.equal(result.clips, expected.clips)
 
 
 def test_normalized_output_is_standardized_uint8(shards):
@@ -581,3 +616,16 @@ def test_reference_decode_reads_only_the_packets_it_needs(long_record, gop):
     with record.open_video() as video:  # one frame near the start: the rest of the file is never read
         (frame,) = [f for _, f in pyav_union_decode(video, [2], gop=gop)]
         assert frame_numbers(frame[None])[0] == 2 and video.bytes_read < 0.3 * size, (video.bytes_read, size)
+
+
+def test_host_memory_keeps_large_freed_blocks_on_glibc():
+    """The loader's process keeps freed batch buffers for reuse (malloc's mmap threshold raised, or glibc's
+    cap where the larger value is refused); the call is idempotent."""
+    import platform
+
+    from pipeline.host_memory import MMAP_THRESHOLD, MMAP_THRESHOLD_CAP, keep_freed_memory
+
+    first = keep_freed_memory()
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert first in (MMAP_THRESHOLD, MMAP_THRESHOLD_CAP) and keep_freed_memory() == first
