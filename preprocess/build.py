@@ -63,6 +63,9 @@ class BuildResult:
     wall_s: float
     already_complete: bool = False
     """True when OUT already held this split, built from the same inputs and parameters (nothing was done)."""
+    stage_s: dict[str, float] | None = None
+    """Wall seconds by stage: ``prepare`` (listing, locks, screening), ``transcode`` (the worker pool: probe,
+    ffmpeg, validation), ``pack`` (tars, indexes, manifest, fsyncs); None when nothing was done."""
 
 
 def build_shards(
@@ -132,6 +135,7 @@ def build_shards(
             part_inputs, unique, plan_rejects = restrict_to_partition(inputs, unique, plan_rejects, partition)
 
         todo = [i for i in unique.values() if load_outcome(staging, i.key) is None]
+        marks = {"prepare": time.perf_counter()}
         with progress_bar(progress, total=len(unique), done=len(unique) - len(todo)) as advance:
             if executor == "ray":
                 from .ray_pool import transcode_all_ray  # ray is an optional extra
@@ -139,6 +143,7 @@ def build_shards(
                 transcode_all_ray(todo, staging, params, advance, address=ray_address)
             else:
                 transcode_all(todo, staging, params, workers, advance)
+        marks["transcode"] = time.perf_counter()
 
         outcomes = {key: load_outcome(staging, key) for key in unique}
         samples, rejected = collect_samples(unique, outcomes, plan_rejects, staging=staging, params=params, labels=labels)
@@ -153,7 +158,11 @@ def build_shards(
             "tools": tools.result(),
         })
         shutil.rmtree(staging, ignore_errors=True)
-    return _result_from_manifest(out, split, time.perf_counter() - started)
+    result = _result_from_manifest(out, split, time.perf_counter() - started)
+    marks["pack"] = time.perf_counter()
+    ends = [started, *marks.values()]
+    result.stage_s = {stage: round(end - begin, 3) for stage, begin, end in zip(marks, ends, ends[1:])}
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ steps

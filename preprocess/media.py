@@ -9,6 +9,7 @@ a leading dash or a colon are never parsed as options or protocols.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import math
@@ -258,13 +259,18 @@ def die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 #: Set in pool workers (single-threaded, so ``preexec_fn`` is safe there): ffmpeg dies with its worker.
 FFMPEG_DIES_WITH_PARENT = False
+#: Set in pool workers: a semaphore, shared by the pool, held while an ffmpeg transcode runs. The pool has
+#: one process more than the semaphore's count (``--workers``), so while the transcodes run, the spare
+#: process validates (decodes) a finished output instead of adding that decode to a transcode slot's time.
+TRANSCODE_SLOTS = None
 
 
 def transcode(src: Path, dst: Path, **kwargs) -> None:
     """Run :func:`transcode_command`. Any error-level message (a truncated or garbled source: "partial
     file", "File ended prematurely", "Invalid NAL unit size"...) rejects the input even if ffmpeg exits 0."""
-    proc = subprocess.run(transcode_command(src, dst, **kwargs), capture_output=True,
-                          preexec_fn=die_with_parent if FFMPEG_DIES_WITH_PARENT else None)
+    with TRANSCODE_SLOTS if TRANSCODE_SLOTS is not None else contextlib.nullcontext():
+        proc = subprocess.run(transcode_command(src, dst, **kwargs), capture_output=True,
+                              preexec_fn=die_with_parent if FFMPEG_DIES_WITH_PARENT else None)
     lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip())
              for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     full = next((ln for ln in lines if "No space left on device" in ln or "File too large" in ln), None)

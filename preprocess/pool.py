@@ -63,25 +63,31 @@ def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> N
     marker.unlink(missing_ok=True)
 
 
-def _init_worker(parent_pid: int) -> None:
-    """Pool worker set-up: die with the builder (and take ffmpeg along) instead of lingering as an orphan."""
+def _init_worker(parent_pid: int, transcode_slots) -> None:
+    """Pool worker set-up: die with the builder (and take ffmpeg along) instead of lingering as an orphan;
+    run ffmpeg only while holding one of the pool's ``transcode_slots``."""
     media.die_with_parent()
     media.FFMPEG_DIES_WITH_PARENT = True
+    media.TRANSCODE_SLOTS = transcode_slots
     if os.getppid() != parent_pid:  # the builder died before prctl took effect
         os._exit(1)
 
 
 def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: int,
               advance: Callable[[], None]) -> tuple[bool, int]:
-    """Transcode ``items`` in a pool of ``workers`` processes.
+    """Transcode ``items`` with ``workers`` ffmpeg transcodes at a time, in a pool of ``workers + 1``
+    processes: a process whose transcode has finished validates its output (a full decode, 10-15% of the
+    transcode's time) while the next transcode already runs in another (``media.TRANSCODE_SLOTS``).
 
     Returns (False if a worker process died, number of outcomes reported to ``advance``)."""
     reported = 0
     for item in items:
         (staging / f"{item.key}.started").unlink(missing_ok=True)
     # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads.
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+    context = multiprocessing.get_context("spawn")
+    slots = context.Semaphore(workers)  # a new pool after a worker crash gets a new one: none is left held
+    with ProcessPoolExecutor(max_workers=min(workers + 1, len(items)), mp_context=context,
+                             initializer=_init_worker, initargs=(os.getpid(), slots)) as pool:
         futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in items]
         try:
             for future in as_completed(futures):

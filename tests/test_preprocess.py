@@ -169,3 +169,40 @@ def test_dali_cpu_pipeline_decodes_stored_samples(built):
             assert [read_frame_index(f) for f in frames] == list(range(40))
             checked += 1
     assert checked == 1
+
+
+def test_ffmpeg_runs_only_while_holding_a_transcode_slot(tmp_path, monkeypatch):
+    """The pool has one process more than ``--workers`` (it validates while others transcode), so the number
+    of ffmpeg transcodes at a time is bounded by the pool's semaphore: with one slot, never two at once."""
+    import threading
+    import time as clock
+
+    from preprocess import media
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def fake_run(command, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        clock.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return subprocess.CompletedProcess(command, 0, b"", b"")
+
+    monkeypatch.setattr(media.subprocess, "run", fake_run)
+
+    def four_at_once(slots: int) -> int:
+        monkeypatch.setattr(media, "TRANSCODE_SLOTS", threading.Semaphore(slots))
+        running[0] = most[0] = 0
+        jobs = [threading.Thread(target=media.transcode, args=(tmp_path / "in.mp4", tmp_path / f"{i}.mp4"),
+                                 kwargs=dict(size=(128, 96), fps=Fraction(25), codec="vp9", gop=16)) for i in range(4)]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        return most[0]
+
+    assert four_at_once(1) == 1
+    assert four_at_once(2) == 2  # the check can see overlap
