@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
                         "(N >= 2 x --min-frames; default: off)")
     p.add_argument("--min-frames", metavar="N", type=_positive, default=16,
                    help="reject videos with fewer decodable frames after normalization (default: 16)")
-    p.add_argument("--workers", metavar="N", type=_positive, default=None, help="parallel transcodes (default: all CPU cores)")
+    p.add_argument("--workers", metavar="N", type=_positive, default=None, help="ffmpeg transcodes at a time (default: all CPU cores); one more process validates outputs meanwhile")
     p.add_argument("--shard-max-count", metavar="N", type=_positive, default=1000, help="at most N samples per shard (default: 1000)")
     p.add_argument("--shard-max-bytes", metavar="N", type=_positive, default=1 << 30,
                    help="at most N bytes per shard tar; a larger single sample gets its own shard (default: 1 GiB)")
