@@ -122,44 +122,53 @@ def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rg
         if wanted and declared is not None and wanted[-1] >= declared:
             raise IndexError(f"frame {wanted[-1]} requested, the video has {declared}")
         period = gop if isinstance(gop, int) and not isinstance(gop, bool) and gop > 0 else 1
+        # The loops below run once per packet and per decoded frame: attributes are read once, the next wanted
+        # frame and its expected keyframe are kept in locals (the Python here was 10-15% of a sample's time).
+        count = len(wanted)
         packets = None  # the demuxer's packet iterator, from the last seek on
         expected = 0  # frame index of the next packet the demuxer yields
         done = 0  # wanted frames yielded (they come in order)
+        target = wanted[0] if wanted else None  # the next wanted frame
+        target_key = 0  # where target's keyframe is expected: (target // period) * period
         sought = -1  # the frame the last seek was for: until it is decoded, another seek would land at the same keyframe
 
-        def seek_pays(frame: int) -> bool:  # its keyframe is expected ahead of the decoder
-            return frame > sought and (frame // period) * period > expected
-
-        while done < len(wanted):
-            target = wanted[done]
-            if packets is None or seek_pays(target):
+        while done < count:
+            target_key = (target // period) * period
+            if packets is None or (target > sought and target_key > expected):  # its keyframe is ahead: seek
                 sought = target
                 container.seek(start + target * step, stream=stream, backward=True, any_frame=False)
                 context.flush_buffers()
                 packets, expected = container.demux(stream), None
             for packet in packets:
+                pts = packet.pts
                 if packet.size == 0:  # end-of-stream marker: drain the decoder
                     frames = context.decode(None)
                 else:
-                    index, remainder = divmod((packet.pts if packet.pts is not None else -1) - start, step)
-                    if packet.pts is None or remainder or (expected is not None and index != expected):
+                    index, remainder = divmod((pts if pts is not None else -1) - start, step)
+                    if pts is None or remainder or (expected is not None and index != expected):
                         raise ValueError(f"packet timestamps are not one frame apart at frame {expected}: use torchcodec")
                     if expected is None and not packet.is_keyframe:
                         raise ValueError(f"seeking for frame {target} did not land on a keyframe: use torchcodec")
                     expected = index + 1
                     frames = context.decode(packet)
                 for frame in frames:
-                    index = (frame.pts - start) // step if frame.pts is not None else None
-                    if index is not None and done < len(wanted) and index >= wanted[done]:
-                        if index != wanted[done]:
-                            raise IndexError(f"decoder skipped frame {wanted[done]}")
+                    pts = frame.pts
+                    if pts is None or done == count:
+                        continue
+                    index = (pts - start) // step
+                    if index >= target:
+                        if index != target:
+                            raise IndexError(f"decoder skipped frame {target}")
                         yield done, rgb_view(frame) if rgb else frame
                         done += 1
-                if done == len(wanted) or seek_pays(wanted[done]):
+                        if done < count:
+                            target = wanted[done]
+                            target_key = (target // period) * period
+                if done == count or (target > sought and target_key > expected):
                     break  # finished, or the next wanted frame is reached faster by a seek
             else:
-                if done < len(wanted):
-                    raise IndexError(f"decoder did not return frame {wanted[done]}")
+                if done < count:
+                    raise IndexError(f"decoder did not return frame {target}")
 
 
 def pyav_union_frames(source, indices, *, gop: int | None = None, check=None) -> np.ndarray:
