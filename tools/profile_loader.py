@@ -1,0 +1,119 @@
+"""Where the reference loader's time goes, per sample: a worker's ``load_sample`` under cProfile (grouped into
+demux/Python loop, decode, colour conversion, crop copies, ...), and the training process's share (receiving
+a sample, copying it out of the worker's ring, collating and normalizing the batch) timed in a real loader run.
+
+    python -m tools.profile_loader SHARD_DIR [--epochs 3] [--workers 1]
+
+Pretext mode with the benchmark's settings (K=4, T=16, speeds +-1,2,4,8, 112 px crops, batch 4), one torch
+thread. cProfile's own overhead inflates the Python-heavy groups; the shares are for ranking, the
+per-sample milliseconds of the unprofiled run are the real cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+import torch
+
+import pipeline.loader as loader_module
+from pipeline.config import LoaderConfig
+from pipeline.reference import ReferenceStream, load_sample
+from pipeline.shards import list_shards, scan_shards
+
+#: Worker profile groups: (name, predicate on cProfile's (file, line, function) key), first match wins.
+GROUPS = (
+    ("decode (libavcodec)", lambda f, fn: fn == "<method 'decode' of 'av.codec.context.CodecContext' objects>"),
+    ("demux and the per-frame Python loop", lambda f, fn: fn in ("pyav_union_decode", "_decode_into", "missing",
+                                                                  "<method 'seek' of 'av.container.input.InputContainer' objects>")
+     or "demux" in fn),
+    ("crop copies in YUV", lambda f, fn: f.endswith("yuv_clips.py") and fn in ("put", "_plane_rows", "<genexpr>")
+     or fn in ("<built-in method numpy.frombuffer>", "<method 'reshape' of 'numpy.ndarray' objects>")),
+    ("colour conversion", lambda f, fn: "reformat" in fn),
+    ("container open", lambda f, fn: fn == "<av.container.core.open>" or "close" in fn),
+    ("flip and copy into the clip tensor", lambda f, fn: fn in ("<method 'flip' of 'torch._C.TensorBase' objects>",
+                                                               "<method 'copy_' of 'torch._C.TensorBase' objects>")
+     or f.endswith("yuv_clips.py") and fn == "finish"),
+    ("shard reads", lambda f, fn: f.endswith("shards.py") or fn == "<built-in method posix.pread>"),
+    ("sampling and planning", lambda f, fn: f.endswith(("sampler.py", "plan.py", "augment.py"))),
+)
+
+
+def worker_profile(records, cfg: LoaderConfig, epochs: int) -> dict:
+    """ms per sample of ``load_sample`` unprofiled, and the share of each group under cProfile."""
+    def run():
+        for epoch in range(1, epochs + 1):
+            for record in records:
+                load_sample(record, 0, cfg, epoch)
+
+    run()  # warm-up
+    started = time.process_time()
+    run()
+    ms = 1000 * (time.process_time() - started) / (epochs * len(records))
+    profile = cProfile.Profile()
+    profile.enable()
+    run()
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, primitive, tottime, cumtime, callers)
+    total = sum(v[2] for v in stats.values())
+    shares = {name: 0.0 for name, _ in GROUPS} | {"other": 0.0}
+    for (file, _line, name), value in stats.items():
+        group = next((g for g, match in GROUPS if match(file, name)), "other")
+        shares[group] += value[2] / total
+    return {"ms_per_sample": round(ms, 2), "shares": {k: round(v, 3) for k, v in shares.items()}}
+
+
+def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int) -> dict:
+    """CPU ms per sample the training process spends receiving samples (IPC, unpickling, the ring copy) and
+    collating them (normalization included), in a real loader run with ``workers`` processes."""
+    spent = {"receive": 0.0, "collate": 0.0}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            started = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.process_time() - started
+        return wrapper
+
+    receive, collate = ReferenceStream._next_result, loader_module.collate
+    ReferenceStream._next_result = timed("receive", receive)
+    loader_module.collate = timed("collate", collate)
+    try:
+        loader = loader_module.build_loader(shards, cfg, backend="reference", num_workers=workers)
+        samples = 0
+        for epoch in range(epochs + 1):
+            loader.set_epoch(epoch)
+            if epoch == 1:  # epoch 0 holds the start-up
+                spent.update(receive=0.0, collate=0.0)
+            for batch in loader:
+                samples += len(batch["key"]) if epoch else 0
+        loader.close()
+    finally:
+        ReferenceStream._next_result, loader_module.collate = receive, collate
+    return {f"{k}_ms_per_sample": round(1000 * v / samples, 2) for k, v in spent.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.profile_loader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shards", help="a shard folder (OUT of preprocess)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = LoaderConfig(mode="pretext", batch_size=4)
+    shards = list_shards(args.shards)
+    worker = worker_profile(scan_shards(shards)[0], cfg, args.epochs)
+    main_costs = training_process_costs(shards, cfg, args.workers, args.epochs)
+    print(f"worker: load_sample {worker['ms_per_sample']} ms per sample (unprofiled); shares under cProfile:")
+    for name, share in sorted(worker["shares"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:40s} {100 * share:5.1f}%")
+    print(f"training process, {args.workers} worker(s): " + ", ".join(f"{k} {v}" for k, v in main_costs.items()))
+
+
+if __name__ == "__main__":
+    main()
