@@ -78,8 +78,9 @@ class DemoSettings:
     """Optimizer steps of each fine-tuning run (pretrained and scratch alike)."""
     finetune_lr: float = 0.0005
     """Peak learning rate of fine-tuning, the same for both arms. At 0.002 (the earlier setting) the pretrained
-    backbone's features were lost in the first steps and its fine-tuning ended above scratch's loss; the scratch
-    arm does better at 0.002, so the demo compares the two at this rate, not each at its best."""
+    arm's fine-tuning ended above scratch's loss and its gain varied more between seeds; the scratch arm does
+    better at 0.002, so the demo compares the two at this rate, not each at its best (measurements in
+    BENCHMARKS.md "Demo: making the result robust")."""
     batch_size: int = 8
     """Samples per step (pretext samples hold num_clips clips)."""
     num_workers: int = 1
