@@ -172,8 +172,7 @@ class ClipWriter:
     """
 
     def __init__(self, positions: np.ndarray, views: list[View], *, out: torch.Tensor | None = None):
-        if len({v.resize_hw for v in views}) != 1:
-            raise ValueError("all clips of a sample share one resize")
+        _check_views(views)
         self.clips = clip_buffer(positions, views[0].size, out)
         self._out = self.clips.numpy()
         self.frame_hw = views[0].resize_hw

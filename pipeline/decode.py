@@ -129,11 +129,10 @@ def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rg
         expected = 0  # frame index of the next packet the demuxer yields
         done = 0  # wanted frames yielded (they come in order)
         target = wanted[0] if wanted else None  # the next wanted frame
-        target_key = 0  # where target's keyframe is expected: (target // period) * period
+        target_key = (target // period) * period if wanted else 0  # where target's keyframe is expected
         sought = -1  # the frame the last seek was for: until it is decoded, another seek would land at the same keyframe
 
         while done < count:
-            target_key = (target // period) * period
             if packets is None or (target > sought and target_key > expected):  # its keyframe is ahead: seek
                 sought = target
                 container.seek(start + target * step, stream=stream, backward=True, any_frame=False)

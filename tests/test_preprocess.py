@@ -186,7 +186,7 @@ def test_ffmpeg_runs_only_while_holding_a_transcode_slot(tmp_path, monkeypatch):
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
-        clock.sleep(0.05)
+        clock.sleep(0.2)  # long enough that a second slot is taken while the first is held, even on a loaded machine
         with lock:
             running[0] -= 1
         return subprocess.CompletedProcess(command, 0, b"", b"")
