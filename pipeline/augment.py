@@ -154,6 +154,21 @@ def clip_buffer(positions: np.ndarray, size: int, out: torch.Tensor | None = Non
     return out
 
 
+def copy_clip(out: torch.Tensor, crops: np.ndarray, flip: bool = False) -> None:
+    """Copy ``crops`` (T, S, S, 3) uint8, any strides, into ``out`` (T, S, S, 3) uint8, mirrored
+    horizontally if ``flip``. When ``out`` is a channel-first buffer seen as (T, S, S, 3) (a slot of the
+    reference workers' ring), one channel at a time: numpy's copy of a stride-3 channel into a contiguous
+    plane is 2x faster than torch's transposing copy (0.21 vs 0.42 ms for a 16 x 112 x 112 clip, one
+    thread)."""
+    if out.stride(-1) == 1:
+        source = torch.from_numpy(crops)
+        out.copy_(source.flip(2) if flip else source)  # torch's flip: numpy's reversed 3-byte-pixel copy is slower
+        return
+    planes = out.numpy()
+    for c in range(planes.shape[-1]):
+        np.copyto(planes[..., c], crops[:, :, ::-1, c] if flip else crops[..., c])
+
+
 def slots_by_frame(positions: np.ndarray) -> dict[int, list[tuple[int, int]]]:
     """Union position -> the (clip, time) slots of ``positions`` (K, T) that show that frame."""
     uses: dict[int, list[tuple[int, int]]] = {}
@@ -209,12 +224,24 @@ def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None
     """uint8 (..., K, T, H, W, 3) -> float32 (..., K, 3, T, H, W), scaled to [0, 1] then standardized.
     ``out``: a float32 tensor of the result's shape to write into (a new one by default). ``scale_shift``:
     the constants, made once per batch by :func:`normalize_batch` (on a GPU each is a host-to-device copy)."""
-    x = clips.movedim(-1, -4).contiguous()  # transpose the 1-byte data first: the cheapest pass to make strided
+    x = clips.movedim(-1, -4)  # (..., K, 3, T, H, W), a view
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    out.copy_(x)  # one converting pass
     scale, shift = scale_shift if scale_shift is not None else _scale_shift(mean, std, x.device)
-    return out.mul_(scale).add_(shift)
+    if x.device.type != "cpu":
+        out.copy_(x.contiguous())  # transpose the 1-byte data first: the cheapest pass to make strided
+        return out.mul_(scale).add_(shift)
+    # on the CPU, block by block: one (T, H, W) channel of one clip (T=16 at 112 px: 0.8 MB of float32) is
+    # converted and then scaled and shifted in one more pass while it is still in cache, instead of three
+    # passes over the whole sample in memory (1.5 vs 2.2 ms per pretext sample, one thread)
+    blocks_in, blocks_out = x.reshape(-1, *x.shape[-4:]), out.view(-1, *out.shape[-4:])
+    scales, shifts = scale.view(-1).tolist(), shift.view(-1)
+    for block_in, block_out in zip(blocks_in, blocks_out):
+        for c in range(block_in.shape[0]):
+            channel = block_out[c]
+            channel.copy_(block_in[c])
+            torch.add(shifts[c], channel, alpha=scales[c], out=channel)
+    return out
 
 
 def normalize_batch(samples: list[torch.Tensor], mean, std) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from pipeline.augment import View, clip_buffer, slots_by_frame
+from pipeline.augment import View, clip_buffer, copy_clip, slots_by_frame
 
 #: The pixel format this path handles (VP9/H.264 shards decode to it).
 FORMAT = "yuv420p"
@@ -95,6 +95,6 @@ class YuvClipWriter:
             rgb = _CONVERTER.reformat(tall, format="rgb24")
             rows = _plane_rows(rgb.planes[0])[:, : b * 3].reshape(-1, b, b, 3)  # (T, B, B, 3)
             dy, dx = view.top - top, view.left - left
-            crops = torch.from_numpy(rows[:, dy : dy + size, dx : dx + size])
-            self.clips[k].copy_(crops.flip(2) if view.flip else crops)
+            crops = rows[:, dy : dy + size, dx : dx + size]
+            copy_clip(self.clips[k], crops, view.flip)
         return self.clips

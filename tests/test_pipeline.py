@@ -247,11 +247,13 @@ def test_a_worker_output_ring_hands_out_free_slots_only_and_gets_them_back(shard
         cfg = LoaderConfig(**{**RAW, "resize": resize, "augment": True})
         ring = OutputRing(3)
         ring.take(clip_shape(np.zeros((4, 8)), 64))  # the ring exists with its first slot busy
+        assert ring.clips.shape == (3, 4, 3, 8, 64, 64)  # slots are stored channel-first
         result = load_sample(records[bad_key], 0, cfg, 0, ring=ring)
         assert isinstance(result, BadSampleError) and ring.busy.tolist() == [1, 0, 0]
         result = load_sample(records[good_key], 0, cfg, 0, ring=ring)
         expected = load_sample(records[good_key], 0, cfg, 0)
         assert ring.slot_of(result.clips) in (1, 2) and ring.busy.sum() == 2 and torch.equal(result.clips, expected.clips)
+        assert result.clips.movedim(-1, -4).is_contiguous()
 
 
 def test_normalized_output_is_standardized_uint8(shards):
@@ -629,3 +631,19 @@ def test_host_memory_keeps_large_freed_blocks_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert first in (MMAP_THRESHOLD, MMAP_THRESHOLD_CAP) and keep_freed_memory() == first
+
+
+def test_copy_clip_writes_either_layout_and_mirrors():
+    """``copy_clip`` gives the same (T, S, S, 3) values whether ``out`` is contiguous or a channel-first
+    buffer seen as (T, S, S, 3) (a ring slot), from a strided crop, mirrored or not."""
+    from pipeline.augment import copy_clip
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
+    crops = frames[:, 1:7, 2:8]  # (4, 6, 6, 3), strided
+    for flip in (False, True):
+        expected = torch.from_numpy(np.ascontiguousarray(crops[:, :, ::-1] if flip else crops))
+        hwc = torch.empty((4, 6, 6, 3), dtype=torch.uint8)
+        chw = torch.empty((3, 4, 6, 6), dtype=torch.uint8)
+        copy_clip(hwc, crops, flip)
+        copy_clip(chw.movedim(0, -1), crops, flip)
+        assert torch.equal(hwc, expected) and torch.equal(chw.movedim(0, -1), expected)
