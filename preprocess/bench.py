@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import build_shards
 from .media import EncodeParams, check_source, decode_check, output_size, transcode_command
 from .synthetic import sample_footage, write_lavfi_video
 
@@ -76,6 +75,8 @@ def per_video_costs(inputs: list[Path], outputs: list[Path]) -> dict[str, float]
 
 def run(inputs: list[Path], tmp: Path, params: EncodeParams, *, workers: list[int], repeats: int) -> dict:
     """Every setting ``repeats`` times, interleaved (load changes hit every row alike); per-round ratios."""
+    from .build import build_shards  # here: the pool's spawned workers re-import this module, not the builder
+
     rounds = []
     frames, costs = 0, None
     for _ in range(repeats):

@@ -301,7 +301,7 @@ def _result_from_manifest(out: Path, split: str, wall_s: float) -> BuildResult:
 
 
 def tool_versions() -> dict:
-    """ffmpeg/ffprobe/PyAV-FFmpeg versions, Python and the packages that shape the output, for the manifest."""
+    """ffmpeg/PyAV-FFmpeg versions, Python and the packages that shape the output, for the manifest."""
     def first_line(cmd: list[str]) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
@@ -314,13 +314,13 @@ def tool_versions() -> dict:
             packages[name] = metadata.version(name)
     import av  # its bundled FFmpeg inspects sources and validates outputs
 
-    return {"ffmpeg": first_line(["ffmpeg", "-version"]), "ffprobe": first_line(["ffprobe", "-version"]),
+    return {"ffmpeg": first_line(["ffmpeg", "-version"]),
             "pyav_ffmpeg": getattr(av, "ffmpeg_version_info", "unknown"),
             "python": platform.python_version(), "packages": packages}
 
 
 def _tool_versions_in_background() -> Future:
-    """Start :func:`tool_versions` on a side thread (two subprocesses) while the real work runs."""
+    """Start :func:`tool_versions` on a side thread (an ffmpeg subprocess) while the real work runs."""
     side = ThreadPoolExecutor(1)
     future = side.submit(tool_versions)
     side.shutdown(wait=False)

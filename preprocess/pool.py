@@ -24,7 +24,7 @@ from shardformat import atomic_write
 
 from . import media
 from .inputs import Input
-from .media import EncodeParams, Rejection, process_video
+from .media import EncodeParams, Rejection, process_videos
 
 
 def record_outcome(staging: Path, key: str, outcome: list[media.Segment] | Rejection) -> dict:
@@ -51,16 +51,43 @@ def load_outcome(staging: Path, key: str) -> dict | None:
     return record
 
 
-def _transcode_task(src: str, staging: str, key: str, params: EncodeParams) -> None:
-    """Worker entry point: transcode one input and record its outcome atomically in the staging folder.
+def _transcode_task(items: list[tuple[str, str]], staging: str, params: EncodeParams) -> int:
+    """Worker entry point: transcode a group of ``(src, key)`` inputs (one ffmpeg process for the group,
+    ``media.process_videos``) and record each outcome atomically in the staging folder. Returns how many.
 
-    A ``KEY.started`` marker lives while it runs, so a worker crash can be pinned on the inputs that
-    were in flight.
+    A ``KEY.started`` marker lives while an input is in flight, so a worker crash can be pinned on the
+    inputs that were.
     """
-    marker = Path(staging) / f"{key}.started"
-    marker.touch()
-    record_outcome(Path(staging), key, process_video(Path(src), Path(staging), key, params))
-    marker.unlink(missing_ok=True)
+    markers = [Path(staging) / f"{key}.started" for _, key in items]
+    for marker in markers:
+        marker.touch()
+    outcomes = process_videos([(Path(src), key) for src, key in items], Path(staging), params)
+    for (_, key), outcome, marker in zip(items, outcomes, markers):
+        record_outcome(Path(staging), key, outcome)
+        marker.unlink(missing_ok=True)
+    return len(items)
+
+
+MAX_GROUP = 4
+"""Inputs per ffmpeg process at most (``media.process_videos``): start-up is paid once per group."""
+
+
+def group_inputs(items: list, workers: int) -> list[list]:
+    """The tasks of the pool, in order: ``items`` (largest first, see ``_run_pool``) in consecutive groups
+    of up to ``MAX_GROUP``, small enough that each transcode slot gets at least two, and the last
+    ``2 * workers`` items alone. A task is the unit the slots share out, so ending on small ones lets them
+    finish together, and the last validation (not overlapped by any transcode) is one video's."""
+    tail = min(len(items), 2 * workers)
+    head = items[: len(items) - tail]
+    size = max(1, min(MAX_GROUP, len(head) // (2 * workers)))
+    return [head[i : i + size] for i in range(0, len(head), size)] + [[item] for item in items[len(head) :]]
+
+
+def _bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # rejected when it is opened
 
 
 def _init_worker(parent_pid: int, transcode_slots) -> None:
@@ -83,17 +110,20 @@ def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: 
     reported = 0
     for item in items:
         (staging / f"{item.key}.started").unlink(missing_ok=True)
-    # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads.
+    # spawn: workers inherit no file descriptors (in particular not the split lock) and no threads. (Not a
+    # fork server, whose start-up is shared: its workers keep it alive, so they would outlive a killed builder.)
     context = multiprocessing.get_context("spawn")
     slots = context.Semaphore(workers)  # a new pool after a worker crash gets a new one: none is left held
     with ProcessPoolExecutor(max_workers=min(workers + 1, len(items)), mp_context=context,
                              initializer=_init_worker, initargs=(os.getpid(), slots)) as pool:
-        futures = [pool.submit(_transcode_task, str(i.path), str(staging), i.key, params) for i in items]
+        largest_first = sorted(items, key=lambda i: _bytes(i.path), reverse=True)  # bytes: a proxy for transcode time
+        futures = [pool.submit(_transcode_task, [(str(i.path), i.key) for i in group], str(staging), params)
+                   for group in group_inputs(largest_first, workers)]
         try:
             for future in as_completed(futures):
-                future.result()
-                advance()
-                reported += 1
+                for _ in range(future.result()):
+                    advance()
+                    reported += 1
         except BrokenProcessPool:
             return False, reported
         except BaseException:  # a job-level failure (full disk, Ctrl-C): do not start the queued inputs

@@ -177,12 +177,14 @@ def is_cfr(stream: dict) -> bool:
     return Fraction(stream["r_frame_rate"]) == Fraction(stream["avg_frame_rate"])
 
 
-def crashing_task(src: str, staging: str, key: str, params) -> None:
+def crashing_task(items: list[tuple[str, str]], staging: str, params) -> int:
     """Stand-in for ``preprocess.pool._transcode_task`` (patched in the parent, imported by spawned
-    workers) whose worker process dies by SIGKILL on inputs named ``*crash*``, like a decoder segfault."""
+    workers) whose worker process dies by SIGKILL on a group holding an input named ``*crash*``, like a
+    decoder segfault."""
     from preprocess.pool import _transcode_task
 
-    if "crash" in Path(src).name:
-        (Path(staging) / f"{key}.started").touch()  # the real task's in-flight marker
+    if any("crash" in Path(src).name for src, _ in items):
+        for _, key in items:
+            (Path(staging) / f"{key}.started").touch()  # the real task's in-flight markers
         os.kill(os.getpid(), signal.SIGKILL)
-    _transcode_task(src, staging, key, params)
+    return _transcode_task(items, staging, params)

@@ -206,3 +206,50 @@ def test_ffmpeg_runs_only_while_holding_a_transcode_slot(tmp_path, monkeypatch):
 
     assert four_at_once(1) == 1
     assert four_at_once(2) == 2  # the check can see overlap
+
+
+def test_a_group_shares_one_ffmpeg_and_gets_the_outcomes_and_bytes_of_one_each(tmp_path, monkeypatch):
+    """``media.process_videos`` (one ffmpeg process for a group of inputs, which saves its start-up) gives
+    each input the outcome and the bytes ``process_video`` gives it alone. A non-video is rejected at its
+    probe and left out of the joint transcode; a damaged source makes the joint transcode report an error,
+    so the group is redone one input at a time and only the damaged one is rejected."""
+    from preprocess import media
+    from preprocess.synthetic import write_lavfi_video
+    from preprocess_helpers import write_truncated
+
+    src = tmp_path / "src"
+    for i in range(3):
+        write_lavfi_video(src / f"v{i}.mp4", num_frames=20 + 3 * i)
+    (src / "junk.bin").write_bytes(b"not a video\n" * 100)
+    write_truncated(src / "damaged.mp4", faststart=True)
+    params = media.EncodeParams(short_side=64, min_frames=4)
+    calls = []
+    real = media.run_ffmpeg
+    monkeypatch.setattr(media, "run_ffmpeg", lambda command, dst: (calls.append(command.count("-i")), real(command, dst))[1])
+
+    def outcomes(names, folder):
+        folder.mkdir()
+        got = media.process_videos([(src / n, n.split(".")[0]) for n in names], folder, params)
+        return [(o if isinstance(o, media.Rejection) else [(s.frames, (folder / s.file).read_bytes()) for s in o]) for o in got]
+
+    alone = [o for n in ("v0.mp4", "v1.mp4", "junk.bin", "v2.mp4", "damaged.mp4")
+             for o in outcomes([n], tmp_path / f"alone-{n}")]
+    calls.clear()
+    assert outcomes(["v0.mp4", "v1.mp4", "junk.bin", "v2.mp4"], tmp_path / "group") == alone[:4]
+    assert calls == [3]  # one ffmpeg for the three videos
+    calls.clear()
+    assert outcomes(["v0.mp4", "v1.mp4", "junk.bin", "v2.mp4", "damaged.mp4"], tmp_path / "with-damaged") == alone
+    assert calls == [4, 1, 1, 1, 1]  # the joint run reported an error: each video again alone
+    assert isinstance(alone[4], media.Rejection) and alone[4].stage == "transcode"
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def test_inputs_are_grouped_by_up_to_four_and_the_last_ones_go_alone():
+    from preprocess.pool import group_inputs
+
+    assert [len(g) for g in group_inputs(list(range(32)), 2)] == [4] * 7 + [1] * 4
+    assert [len(g) for g in group_inputs(list(range(32)), 1)] == [4] * 7 + [2] + [1] * 2
+    assert [len(g) for g in group_inputs(list(range(14)), 2)] == [2] * 5 + [1] * 4  # two groups per slot at least
+    assert [len(g) for g in group_inputs(list(range(7)), 2)] == [1] * 7
+    assert [len(g) for g in group_inputs(list(range(3)), 2)] == [1] * 3
+    assert sum(group_inputs(list(range(41)), 3), []) == list(range(41))  # every input once, in order
