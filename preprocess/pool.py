@@ -68,8 +68,9 @@ def _transcode_task(items: list[tuple[str, str]], staging: str, params: EncodePa
     return len(items)
 
 
-MAX_GROUP = 4
-"""Inputs per ffmpeg process at most (``media.process_videos``): start-up is paid once per group."""
+MAX_GROUP = 6
+"""Inputs per ffmpeg process at most (``media.process_videos``): start-up is paid once per group, and the
+group's decoders are in memory at once (six 1080p H.264 decoders: about 300 MB)."""
 
 
 def group_inputs(items: list, workers: int) -> list[list]:
@@ -81,6 +82,14 @@ def group_inputs(items: list, workers: int) -> list[list]:
     head = items[: len(items) - tail]
     size = max(1, min(MAX_GROUP, len(head) // (2 * workers)))
     return [head[i : i + size] for i in range(0, len(head), size)] + [[item] for item in items[len(head) :]]
+
+
+def pool_size(workers: int, cores: int | None = None) -> int:
+    """Processes for ``workers`` transcode slots: one more, which validates a finished output on a core no
+    transcode uses, when there is such a core; none more when every core already runs a transcode (there
+    the spare would only compete for the same CPU and cost its start-up, about 0.25 s of CPU)."""
+    cores = cores or os.cpu_count() or 1
+    return workers + 1 if workers < cores else workers
 
 
 def _bytes(path: Path) -> int:
@@ -102,9 +111,9 @@ def _init_worker(parent_pid: int, transcode_slots) -> None:
 
 def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: int,
               advance: Callable[[], None]) -> tuple[bool, int]:
-    """Transcode ``items`` with ``workers`` ffmpeg transcodes at a time, in a pool of ``workers + 1``
-    processes: a process whose transcode has finished validates its output (a full decode, 10-15% of the
-    transcode's time) while the next transcode already runs in another (``media.TRANSCODE_SLOTS``).
+    """Transcode ``items`` with ``workers`` ffmpeg transcodes at a time, in a pool of ``pool_size(workers)``
+    processes: a process whose transcode has finished validates its outputs (a full decode, about 10% of the
+    transcode's CPU) while the next transcode already runs in another (``media.TRANSCODE_SLOTS``).
 
     Returns (False if a worker process died, number of outcomes reported to ``advance``)."""
     reported = 0
@@ -114,7 +123,7 @@ def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: 
     # fork server, whose start-up is shared: its workers keep it alive, so they would outlive a killed builder.)
     context = multiprocessing.get_context("spawn")
     slots = context.Semaphore(workers)  # a new pool after a worker crash gets a new one: none is left held
-    with ProcessPoolExecutor(max_workers=min(workers + 1, len(items)), mp_context=context,
+    with ProcessPoolExecutor(max_workers=min(pool_size(workers), len(items)), mp_context=context,
                              initializer=_init_worker, initargs=(os.getpid(), slots)) as pool:
         largest_first = sorted(items, key=lambda i: _bytes(i.path), reverse=True)  # bytes: a proxy for transcode time
         futures = [pool.submit(_transcode_task, [(str(i.path), i.key) for i in group], str(staging), params)

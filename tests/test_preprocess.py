@@ -244,12 +244,13 @@ def test_a_group_shares_one_ffmpeg_and_gets_the_outcomes_and_bytes_of_one_each(t
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
-def test_inputs_are_grouped_by_up_to_four_and_the_last_ones_go_alone():
-    from preprocess.pool import group_inputs
+def test_inputs_are_grouped_by_up_to_six_and_the_last_ones_go_alone():
+    from preprocess.pool import group_inputs, pool_size
 
-    assert [len(g) for g in group_inputs(list(range(32)), 2)] == [4] * 7 + [1] * 4
-    assert [len(g) for g in group_inputs(list(range(32)), 1)] == [4] * 7 + [2] + [1] * 2
+    assert [len(g) for g in group_inputs(list(range(32)), 2)] == [6] * 4 + [4] + [1] * 4
+    assert [len(g) for g in group_inputs(list(range(32)), 1)] == [6] * 5 + [1] * 2
     assert [len(g) for g in group_inputs(list(range(14)), 2)] == [2] * 5 + [1] * 4  # two groups per slot at least
     assert [len(g) for g in group_inputs(list(range(7)), 2)] == [1] * 7
     assert [len(g) for g in group_inputs(list(range(3)), 2)] == [1] * 3
     assert sum(group_inputs(list(range(41)), 3), []) == list(range(41))  # every input once, in order
+    assert (pool_size(1, cores=2), pool_size(2, cores=2), pool_size(4, cores=2)) == (2, 2, 4)  # a spare on an idle core
