@@ -2,7 +2,8 @@
 
 Everything here runs inside a worker process: sources are inspected and outputs validated with PyAV,
 the transcode itself runs the ``ffmpeg`` binary (command built with ffmpeg-python).
-A bad input never raises out of :func:`process_video`: it returns a :class:`Rejection` with a one-line reason.
+A bad input never raises out of :func:`process_video` (one input) or :func:`process_videos` (a group of inputs
+sharing one ffmpeg process): it gets a :class:`Rejection` with a one-line reason.
 Paths are always handed to ffmpeg as ``file:`` + absolute path, so names with spaces, quotes, unicode,
 a leading dash or a colon are never parsed as options or protocols.
 """

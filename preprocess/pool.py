@@ -69,8 +69,8 @@ def _transcode_task(items: list[tuple[str, str]], staging: str, params: EncodePa
 
 
 MAX_GROUP = 6
-"""Inputs per ffmpeg process at most (``media.process_videos``): start-up is paid once per group, and the
-group's decoders are in memory at once (six 1080p H.264 decoders: about 300 MB)."""
+"""Inputs per ffmpeg process at most (``media.process_videos``): start-up is paid once per group; the cap
+keeps the memory of a group's decoders and filter graphs, all open at once, to a few inputs' worth."""
 
 
 def group_inputs(items: list, workers: int) -> list[list]:
