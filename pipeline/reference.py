@@ -8,7 +8,7 @@ When the stored frames already have the size the views crop from (shards built a
 to the loader's ``resize``, the usual case), each decoded frame's crops are copied as they come into the
 sample's output tensor, a slot of the worker's shared-memory ring (:class:`OutputRing`), which the
 training process maps once and copies each sample out of. For yuv420p frames the crops are cut in YUV and
-only they are converted to RGB, one call per clip (``yuv_clips.YuvClipWriter``); other formats are
+only they are converted to RGB, one call per sample (``yuv_clips.YuvClipWriter``); other formats are
 converted whole and cut (``augment.ClipWriter``). Otherwise the frames are stacked, resized once and cut
 (``augment.assemble_clips``), exactly as the DALI backend does."""
 
@@ -115,9 +115,10 @@ class OutputRing:
 
     A slot is stored channel-first, (K, 3, T, S, S), and handed to the writers as the (K, T, S, S, 3) view
     of it that every clip writer takes: the worker's last copy of each clip (out of the RGB conversion's
-    buffer) deinterleaves the channels as it goes (``augment.copy_clip``), so the training process copies a
-    contiguous block out and converts it without a transposing pass. The training process's work per
-    sample is what caps how far workers scale: it runs once per sample whatever the number of workers.
+    buffer) writes one channel at a time (planar RGB in ``YuvClipWriter``, deinterleaved by
+    ``augment.copy_clip`` elsewhere), so the training process copies a contiguous block out and converts
+    it without a transposing pass. The training process's work per sample is what caps how far workers
+    scale: it runs once per sample whatever the number of workers.
 
     Why a ring: a tensor handed from a worker to the training process otherwise lives in a new shared-memory
     segment per sample, created, faulted in page by page and unmapped again (2.8 ms per 2.4 MB pretext

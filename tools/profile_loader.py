@@ -20,7 +20,7 @@ import torch
 
 import pipeline.loader as loader_module
 from pipeline.config import LoaderConfig
-from pipeline.reference import ReferenceStream, load_sample
+from pipeline.reference import OutputRing, ReferenceStream, load_sample
 from pipeline.shards import list_shards, scan_shards
 
 #: Worker profile groups: (name, predicate on cProfile's (file, line, function) key), first match wins.
@@ -29,12 +29,13 @@ GROUPS = (
     ("demux and the per-frame Python loop", lambda f, fn: fn in ("pyav_union_decode", "_decode_into", "missing",
                                                                   "<method 'seek' of 'av.container.input.InputContainer' objects>")
      or "demux" in fn),
-    ("crop copies in YUV", lambda f, fn: f.endswith("yuv_clips.py") and fn in ("put", "_plane_rows", "<genexpr>")
+    ("crop copies in YUV", lambda f, fn: f.endswith("yuv_clips.py") and fn in ("put", "_plane_rows", "<genexpr>", "__init__", "_tall_frame")
      or fn in ("<built-in method numpy.frombuffer>", "<method 'reshape' of 'numpy.ndarray' objects>")),
     ("colour conversion", lambda f, fn: "reformat" in fn),
     ("container open", lambda f, fn: fn == "<av.container.core.open>" or "close" in fn),
     ("flip and copy into the clip tensor", lambda f, fn: fn in ("<method 'flip' of 'torch._C.TensorBase' objects>",
                                                                "<method 'copy_' of 'torch._C.TensorBase' objects>")
+     or "copyto" in fn
      or f.endswith("yuv_clips.py") and fn == "finish"),
     ("shard reads", lambda f, fn: f.endswith("shards.py") or fn == "<built-in method posix.pread>"),
     ("sampling and planning", lambda f, fn: f.endswith(("sampler.py", "plan.py", "augment.py"))),
@@ -42,11 +43,17 @@ GROUPS = (
 
 
 def worker_profile(records, cfg: LoaderConfig, epochs: int) -> dict:
-    """ms per sample of ``load_sample`` unprofiled, and the share of each group under cProfile."""
+    """ms per sample of ``load_sample`` unprofiled, and the share of each group under cProfile. The clips
+    go into a ring slot and the slot is freed again, as in a worker process."""
+    ring = OutputRing(2)
+
     def run():
         for epoch in range(1, epochs + 1):
             for record in records:
-                load_sample(record, 0, cfg, epoch)
+                result = load_sample(record, 0, cfg, epoch, ring=ring)
+                if isinstance(result, Exception):
+                    raise result
+                ring.release(result.clips)
 
     run()  # warm-up
     started = time.process_time()
