@@ -111,7 +111,10 @@ class YuvClipWriter:
         """Frame ``position`` of the union: copy its crop boxes (Y, U, V) into the tall frame."""
         if (frame.format.name, frame.height, frame.width) != (FORMAT, self.height, self.width):
             raise ValueError(f"frame {frame.format.name} {frame.width}x{frame.height}, expected {FORMAT} {self.width}x{self.height}")
-        luma, cb, cr = (_plane_rows(p) for p in frame.planes)
+        y, u, v = frame.planes
+        height, half = self.height, self.height // 2  # (plane heights, known: fewer calls into PyAV per frame)
+        luma, cb, cr = (np.ndarray((height, y.line_size), np.uint8, y), np.ndarray((half, u.line_size), np.uint8, u),
+                        np.ndarray((half, v.line_size), np.uint8, v))
         for to_luma, to_cb, to_cr, box, chroma_box in self._copies.get(position, ()):
             to_luma[...] = luma[box]
             to_cb[...] = cb[chroma_box]
