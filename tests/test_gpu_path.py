@@ -257,9 +257,10 @@ def test_step_metrics_one_flush_per_window_keeps_every_step():
 
 
 @pytest.mark.slow
-def test_bench_reports_decoded_frames_per_clip_by_method(vp9_long):
+def test_bench_reports_decoded_frames_per_clip_by_method(vp9_long, monkeypatch):
     from pipeline import bench
 
+    monkeypatch.setattr(bench, "LIMIT_SECONDS", 0.05)
     cfg = LoaderConfig(**{**RAW, "speeds": (-4, -2, -1, 1, 2, 4), "num_clips": 2})
     by = bench.run_once(vp9_long, cfg, samples=4, workers=1, repeats=1)["decoded_frames_per_clip_by_method"]
     assert set(by) == {"dali", "dali_uncut", "reference", "pyav_per_clip", "decode_limit"}

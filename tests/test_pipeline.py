@@ -548,9 +548,10 @@ def test_preview_cli_end_to_end(shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_measures_every_method(shards):
+def test_bench_measures_every_method(shards, monkeypatch):
     from pipeline import bench
 
+    monkeypatch.setattr(bench, "LIMIT_SECONDS", 0.05)  # the decode limit's passes: one or two here
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
     result = bench.run_all(shards, cfg, samples=4, workers=1, per_speed=False, repeats=2)
     assert result["default"] == "reference"
@@ -582,6 +583,7 @@ def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypa
         raise OSError("decoder missing")
 
     monkeypatch.setattr(bench, "_time_loader", no_dali)
+    monkeypatch.setattr(bench, "LIMIT_SECONDS", 0.05)
     monkeypatch.setitem(bench.PEERS, "decord_per_clip", broken_peer)
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
     result = bench.run_all(shards, cfg, samples=4, workers=0, per_speed=False, repeats=2)
@@ -589,6 +591,10 @@ def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypa
     assert result["not_run"] == {"dali": "RuntimeError: no DALI here", "decord_per_clip": "OSError: decoder missing"}
     assert result["clips_per_s"]["reference"] > 0 and result["clips_per_s"]["pyav_per_clip"] > 0
     assert "dali did not run: RuntimeError: no DALI here" in bench.table(result)
+    assert result["detail"]["vs_decode_limit"]["dali"] is None  # no rate, no ratio, no limit measured after it
+    assert all(set(r["decode_limit_after"]) == {"reference", "pyav_per_clip", "torchcodec_per_clip"} for r in result["detail"]["rounds"])
+    with pytest.raises(RuntimeError, match="no decodable frame"):
+        bench._decode_rate([])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
