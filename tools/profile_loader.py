@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import time
 
@@ -72,9 +73,28 @@ def worker_profile(records, cfg: LoaderConfig, epochs: int) -> dict:
     return {"ms_per_sample": round(ms, 2), "shares": {k: round(v, 3) for k, v in shares.items()}}
 
 
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _worker_cpu_seconds(loader) -> float | None:
+    """CPU seconds the reference loader's worker processes have used so far (None if unknown)."""
+    batches = getattr(loader._stream, "_batches", None)
+    pids = [w.pid for w in getattr(batches, "_workers", [])]
+    times = [_process_cpu_seconds(pid) for pid in pids]
+    return sum(times) if pids and None not in times else None
+
+
 def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int) -> dict:
-    """CPU ms per sample the training process spends receiving samples (IPC, unpickling, the ring copy) and
-    collating them (normalization included), in a real loader run with ``workers`` processes."""
+    """In a real loader run with ``workers`` processes, per sample (epochs 1.., after a start-up epoch 0):
+    the training process's CPU ms receiving samples (IPC, unpickling, the ring copy) and collating them
+    (normalization included), the worker processes' CPU ms (all workers together), and the wall ms."""
     spent = {"receive": 0.0, "collate": 0.0}
 
     def timed(name, fn):
@@ -91,17 +111,23 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
     loader_module.collate = timed("collate", collate)
     try:
         loader = loader_module.build_loader(shards, cfg, backend="reference", num_workers=workers)
-        samples = 0
+        samples, worker_cpu, started = 0, None, None
         for epoch in range(epochs + 1):
             loader.set_epoch(epoch)
             if epoch == 1:  # epoch 0 holds the start-up
                 spent.update(receive=0.0, collate=0.0)
+                worker_cpu, started = _worker_cpu_seconds(loader), time.perf_counter()
             for batch in loader:
                 samples += len(batch["key"]) if epoch else 0
+        wall = time.perf_counter() - started
+        worker_end = _worker_cpu_seconds(loader)
         loader.close()
     finally:
         ReferenceStream._next_result, loader_module.collate = receive, collate
-    return {f"{k}_ms_per_sample": round(1000 * v / samples, 2) for k, v in spent.items()}
+    costs = {f"{k}_ms_per_sample": round(1000 * v / samples, 2) for k, v in spent.items()}
+    costs["workers_cpu_ms_per_sample"] = None if None in (worker_cpu, worker_end) else round(1000 * (worker_end - worker_cpu) / samples, 2)
+    costs["wall_ms_per_sample"] = round(1000 * wall / samples, 2)
+    return costs
 
 
 def main(argv: list[str] | None = None) -> None:
