@@ -13,7 +13,7 @@ All methods read the same samples with the same sampler draws (the loader's epoc
   its last frame, the union over a sample's clips (what a decoder that seeks once per clip decodes). This
   is not the least a seeking decoder can decode: a fast clip (speed 8 at GOP 16) needs only the first half
   of each GOP it crosses, and the reference backend seeks over the rest, so it decodes fewer frames than
-  this limit counts (``decoded_frames_per_clip_by_method``: 38.5 against 42.2 per clip on the long set).
+  this limit counts (``decoded_frames_per_clip_by_method``: 38.4 against 42.1 per clip on the long set).
 
 ``detail.decoded_frames_per_clip_by_method``: frames each method decodes per clip returned. ``dali`` is
 counted by the loader (frames DALI is asked to decode: it does not seek, so from the start of the stream it is
@@ -163,10 +163,10 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
 
     ``repeats`` rounds, each timing every method one after the other. The decode limit is measured right
     after each method, and that method's ratio for the round compares the two: on a shared machine the speed
-    available drifts within seconds (single measurements of the limit spread 250-390 clips/s on the long
-    set), and a limit measured half a minute later, after the per-clip peers, mostly measured the drift.
+    available drifts within seconds (single 0.4 s measurements of the limit on the long set spread by
+    +-25%), and a limit measured half a minute later, after the per-clip peers, mostly measured the drift.
     Reported: per-method medians over the rounds, the median of each method's per-round ratios, and the
-    median of all the round's limit measurements (``rounds`` holds every round)."""
+    median of every limit measurement of every round (``rounds`` holds every round)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     torch.set_num_threads(1)
