@@ -360,19 +360,18 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
     Files are written under temporary names and renamed when complete.
     """
     codec = CODECS[params.codec]
-    tmp_tag = f".tmp{os.getpid()}"
     made: list[Path] = []
     try:
         size, fps = _output_plan(src, params)
         if params.max_frames is None:
-            tmp = staging / f"{key}{tmp_tag}.{codec.ext}"
+            tmp = _temporary(staging, key, codec.ext)
             made.append(tmp)
             transcode(src, tmp, size=size, fps=fps, codec=params.codec, gop=params.gop)
             return [_store(tmp, staging / f"{key}.{codec.ext}", codec, size, fps, params.min_frames)]
 
         # Segments: normalize once into a lossless intermediate, count its frames by decoding,
         # then cut balanced segments from it (one lossy generation, exact frame indices).
-        inter = staging / f"{key}{tmp_tag}.ffv1.mkv"
+        inter = _temporary(staging, key, "ffv1.mkv")
         made.append(inter)
         transcode(src, inter, size=size, fps=fps, codec="ffv1", gop=1)
         _props, total = decode_check(inter)
@@ -381,7 +380,7 @@ def process_video(src: Path, staging: Path, key: str, params: EncodeParams) -> l
         segments = []
         for index, (start, end) in enumerate(plan_segments(total, params.max_frames)):
             name = f"{key}_s{start:06d}"
-            tmp = staging / f"{name}{tmp_tag}.{codec.ext}"
+            tmp = _temporary(staging, name, codec.ext)
             made.append(tmp)
             transcode(inter, tmp, size=size, fps=fps, codec=params.codec, gop=params.gop, trim=(start, end))
             segment = _store(tmp, staging / f"{name}.{codec.ext}", codec, size, fps, 1, index=index, start=start)
@@ -405,12 +404,11 @@ def process_videos(items: list[tuple[Path, str]], staging: Path, params: EncodeP
     if params.max_frames is not None or len(items) < 2:
         return [process_video(src, staging, key, params) for src, key in items]
     codec = CODECS[params.codec]
-    tmp_tag = f".tmp{os.getpid()}"
     outcomes: dict[str, list[Segment] | Rejection] = {}
     jobs = []  # (src, key, size, fps, tmp)
     for src, key in items:
         try:
-            jobs.append((src, key, *_output_plan(src, params), staging / f"{key}{tmp_tag}.{codec.ext}"))
+            jobs.append((src, key, *_output_plan(src, params), _temporary(staging, key, codec.ext)))
         except Exception as err:
             outcomes[key] = _rejection(err, [])
     if jobs:
@@ -434,6 +432,11 @@ def process_videos(items: list[tuple[Path, str]], staging: Path, params: EncodeP
             except Exception as err:
                 outcomes[key] = _rejection(err, [tmp])
     return [outcomes[key] for _, key in items]
+
+
+def _temporary(staging: Path, name: str, ext: str) -> Path:
+    """Where an output named ``name.ext`` is written before it is complete (this process's own name)."""
+    return staging / f"{name}.tmp{os.getpid()}.{ext}"
 
 
 def _output_plan(src: Path, params: EncodeParams) -> tuple[tuple[int, int], Fraction]:
