@@ -114,10 +114,9 @@ class OutputRing:
     training process, which copies a sample out on arrival and frees its slot.
 
     A slot is stored channel-first, (K, 3, T, S, S), and handed to the writers as the (K, T, S, S, 3) view
-    of it that every clip writer takes: the worker's last copy of each clip (out of the RGB conversion's
-    buffer) writes one channel at a time (planar RGB in ``YuvClipWriter``, deinterleaved by
-    ``augment.copy_clip`` elsewhere), so the training process copies a contiguous block out and converts
-    it without a transposing pass. The training process's work per sample is what caps how far workers
+    of it that every clip writer takes: ``YuvClipWriter`` (yuv420p frames) converts to planar RGB and copies
+    each channel in one block; ``ClipWriter`` (other formats) writes each frame's crop through the view. The
+    training process then copies a contiguous block out and converts it without a transposing pass. The training process's work per sample is what caps how far workers
     scale: it runs once per sample whatever the number of workers.
 
     Why a ring: a tensor handed from a worker to the training process otherwise lives in a new shared-memory

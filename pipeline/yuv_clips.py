@@ -42,9 +42,10 @@ _CONVERTER = VideoReformatter()
 _SPARE: dict[tuple[int, int], tuple] = {}
 
 
-def _plane_rows(plane) -> np.ndarray:
-    """A frame plane as a (height, line_size) uint8 array over the frame's own buffer (no copy)."""
-    return np.ndarray((plane.height, plane.line_size), np.uint8, plane)
+def _plane_rows(plane, height: int | None = None) -> np.ndarray:
+    """A frame plane as a (height, line_size) uint8 array over the frame's own buffer (no copy). ``height``:
+    the plane's, when the caller knows it (one call into PyAV less, in the per-frame path)."""
+    return np.ndarray((plane.height if height is None else height, plane.line_size), np.uint8, plane)
 
 
 def box_size(size: int) -> int:
@@ -112,9 +113,8 @@ class YuvClipWriter:
         if (frame.format.name, frame.height, frame.width) != (FORMAT, self.height, self.width):
             raise ValueError(f"frame {frame.format.name} {frame.width}x{frame.height}, expected {FORMAT} {self.width}x{self.height}")
         y, u, v = frame.planes
-        height, half = self.height, self.height // 2  # (plane heights, known: fewer calls into PyAV per frame)
-        luma, cb, cr = (np.ndarray((height, y.line_size), np.uint8, y), np.ndarray((half, u.line_size), np.uint8, u),
-                        np.ndarray((half, v.line_size), np.uint8, v))
+        half = self.height // 2
+        luma, cb, cr = _plane_rows(y, self.height), _plane_rows(u, half), _plane_rows(v, half)
         for to_luma, to_cb, to_cr, box, chroma_box in self._copies.get(position, ()):
             to_luma[...] = luma[box]
             to_cb[...] = cb[chroma_box]

@@ -650,22 +650,6 @@ def test_host_memory_keeps_large_freed_blocks_on_glibc():
     assert first in (MMAP_THRESHOLD, MMAP_THRESHOLD_CAP) and keep_freed_memory() == first
 
 
-def test_copy_clip_writes_either_layout_and_mirrors():
-    """``copy_clip`` gives the same (T, S, S, 3) values whether ``out`` is contiguous or a channel-first
-    buffer seen as (T, S, S, 3) (a ring slot), from a strided crop, mirrored or not."""
-    from pipeline.augment import copy_clip
-
-    frames = np.random.default_rng(0).integers(0, 256, (4, 9, 11, 3), dtype=np.uint8)
-    crops = frames[:, 1:7, 2:8]  # (4, 6, 6, 3), strided
-    for flip in (False, True):
-        expected = torch.from_numpy(np.ascontiguousarray(crops[:, :, ::-1] if flip else crops))
-        hwc = torch.empty((4, 6, 6, 3), dtype=torch.uint8)
-        chw = torch.empty((3, 4, 6, 6), dtype=torch.uint8)
-        copy_clip(hwc, crops, flip)
-        copy_clip(chw.movedim(0, -1), crops, flip)
-        assert torch.equal(hwc, expected) and torch.equal(chw.movedim(0, -1), expected)
-
-
 def test_profile_loader_reports_the_worker_and_training_process_costs(shards):
     """``tools.profile_loader``: the worker's ``load_sample`` profile (shares of every group sum to 1) and
     the costs per sample of a real loader run, the worker processes' CPU found through their pids."""
