@@ -183,18 +183,19 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
             if plans is None and seen:  # the other methods read the same samples with the same draws, every round
                 plans = [plan_sample(records[key], cfg, epoch) for epoch, key in seen]
                 datas = {key: records[key].read_video() for key in {p.record.key for p in plans}}
+                videos = list(datas.values())  # what the decode limit decodes
                 keyframes = {key: _keyframes(data) for key, data in datas.items()}
                 required = sum(_required_frames(p, keyframes[p.record.key]) for p in plans)
                 clips = sum(len(p.views) for p in plans)
                 decoded = {m: round(n / clips, 1) for m, n in _decoded_frames_by_method(plans, keyframes).items()}
             if plans is not None and rates[backend] is not None:
-                limits[backend] = _decode_rate(list(datas.values()))
+                limits[backend] = _decode_rate(videos)
         if plans is None:
             raise RuntimeError(f"no loader ran: {errors}")
         for name, decode in PEERS.items():
             rates[name] = _attempt(name, lambda: _time_per_clip(decode, plans, cfg), errors)
             if rates[name] is not None:
-                limits[name] = _decode_rate(list(datas.values()))
+                limits[name] = _decode_rate(videos)
         limit = {m: clips / (required / frames_per_s) for m, frames_per_s in limits.items()}  # clips/s, after each method
         rounds.append({"clips_per_s": rates, "decode_frames_per_s": _median(list(limits.values()), 1),
                        "decode_limit_clips_per_s": _median(list(limit.values()), 2), "decode_limit_after": limit})
