@@ -197,7 +197,9 @@ class ClipWriter:
         return sorted(self._pending)
 
 
-def _scale_shift(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize_constants(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of :func:`normalize`, each (3, 1, 1, 1) on ``device``: made once per batch (on a GPU
+    each is a host-to-device copy)."""
     shape = (3, 1, 1, 1)  # broadcast over (T, H, W) of a contiguous channel-first tensor
     scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(shape)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(shape)
@@ -208,11 +210,11 @@ def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None
               scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 (..., K, T, H, W, 3) -> float32 (..., K, 3, T, H, W), scaled to [0, 1] then standardized.
     ``out``: a float32 tensor of the result's shape to write into (a new one by default). ``scale_shift``:
-    the constants, made once per batch by :func:`normalize_batch` (on a GPU each is a host-to-device copy)."""
+    the constants (:func:`normalize_constants`), made once per batch by the loader's ``Collator``."""
     x = clips.movedim(-1, -4)  # (..., K, 3, T, H, W), a view
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    scale, shift = scale_shift if scale_shift is not None else _scale_shift(mean, std, x.device)
+    scale, shift = scale_shift if scale_shift is not None else normalize_constants(mean, std, x.device)
     if x.device.type != "cpu":
         out.copy_(x.contiguous())  # transpose the 1-byte data first: the cheapest pass to make strided
         return out.mul_(scale).add_(shift)
@@ -226,17 +228,4 @@ def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None
             channel = block_out[c]
             channel.copy_(block_in[c])
             torch.add(shifts[c], channel, alpha=scales[c], out=channel)
-    return out
-
-
-def normalize_batch(samples: list[torch.Tensor], mean, std) -> torch.Tensor:
-    """``normalize`` of ``torch.stack(samples)`` without stacking: each uint8 (K, T, H, W, 3) sample is
-    converted straight into its slot of the float32 (B, K, 3, T, H, W) batch while it is in cache (less
-    than half the main-process time of stack-then-normalize on large batches)."""
-    first = samples[0]
-    k, t, h, w, c = first.shape
-    out = torch.empty((len(samples), k, c, t, h, w), dtype=torch.float32, device=first.device)
-    scale_shift = _scale_shift(mean, std, first.device)
-    for i, clips in enumerate(samples):
-        normalize(clips, mean, std, out=out[i], scale_shift=scale_shift)
     return out

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from pipeline.augment import normalize_batch
+from pipeline.augment import normalize, normalize_constants
 from pipeline.background import background_batches
 from pipeline.config import LoaderConfig
 from pipeline.host_memory import keep_freed_memory
@@ -28,26 +28,63 @@ from pipeline.shards import BadSampleError, scan_shards
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "dali", "reference")
-__all__ = ["BACKENDS", "CPU_DEFAULT", "VideoLoader", "build_loader", "collate"]
+__all__ = ["BACKENDS", "CPU_DEFAULT", "Collator", "VideoLoader", "build_loader"]
 
 
-def collate(results: list[SampleResult], cfg: LoaderConfig, *, normalized: bool = True, pin: bool = False) -> dict:
-    if normalized:
-        clips = normalize_batch([r.clips for r in results], cfg.mean, cfg.std)  # (B, K, 3, T, S, S) float32
-    else:
-        clips = torch.stack([r.clips for r in results])  # (B, K, T, S, S, 3) uint8
-    if pin:
-        clips = clips.pin_memory()
-    return {
-        "clips": clips,
-        "speeds": torch.as_tensor(np.stack([r.speeds for r in results]), dtype=torch.int64),
-        "speed_label": torch.as_tensor(np.stack([r.speed_label for r in results]), dtype=torch.int64),
-        "order_label": torch.as_tensor([r.order_label for r in results], dtype=torch.int64),
-        "label": torch.as_tensor([r.label for r in results], dtype=torch.int64),
-        "frames": torch.as_tensor(np.stack([r.frames for r in results]), dtype=torch.int64),
-        "key": [r.key for r in results],
-        "video_id": [r.video_id for r in results],
-    }
+class Collator:
+    """One batch, assembled sample by sample: each result's clips go into the batch tensor as the result
+    arrives (normalized into float32 (K, 3, T, S, S), or copied as uint8 (K, T, S, S, 3) with
+    ``normalized=False``), and ``result.release`` is called right after. So a backend that hands over a view
+    of memory it reuses (a reference worker's ring slot) is read once, straight into the batch, and gets the
+    memory back at once. ``capacity``: the most samples the batch holds."""
+
+    def __init__(self, cfg: LoaderConfig, capacity: int, *, normalized: bool = True):
+        self.cfg, self.capacity, self.normalized = cfg, capacity, normalized
+        self.results: list[SampleResult] = []  # added so far (their clips are in the batch tensor)
+        self._clips: torch.Tensor | None = None  # (capacity, ...) made for the first sample
+        self._scale_shift = None
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def add(self, result: SampleResult) -> None:
+        clips, i = result.clips, len(self.results)  # (K, T, S, S, 3) uint8
+        if i == self.capacity:
+            raise ValueError(f"the batch is full ({self.capacity} samples)")
+        if self._clips is None:
+            k, t, h, w, c = clips.shape
+            if self.normalized:
+                self._clips = torch.empty((self.capacity, k, c, t, h, w), dtype=torch.float32, device=clips.device)
+                self._scale_shift = normalize_constants(self.cfg.mean, self.cfg.std, clips.device)
+            else:
+                self._clips = torch.empty((self.capacity, k, t, h, w, c), dtype=torch.uint8, device=clips.device)
+        if self.normalized:
+            normalize(clips, self.cfg.mean, self.cfg.std, out=self._clips[i], scale_shift=self._scale_shift)
+        else:
+            self._clips[i].copy_(clips)
+        if result.release is not None:
+            result.release()
+        result.clips, result.release = None, None  # the batch holds them now; a released slot is reused
+        self.results.append(result)
+
+    def finish(self, *, pin: bool = False) -> dict:
+        """The batch dict of the samples added (see docs/pipeline.md)."""
+        results = self.results
+        if not results:
+            raise ValueError("no sample was added to the batch")
+        clips = self._clips if len(results) == self.capacity else self._clips[: len(results)]
+        if pin:
+            clips = clips.pin_memory()
+        return {
+            "clips": clips,
+            "speeds": torch.as_tensor(np.stack([r.speeds for r in results]), dtype=torch.int64),
+            "speed_label": torch.as_tensor(np.stack([r.speed_label for r in results]), dtype=torch.int64),
+            "order_label": torch.as_tensor([r.order_label for r in results], dtype=torch.int64),
+            "label": torch.as_tensor([r.label for r in results], dtype=torch.int64),
+            "frames": torch.as_tensor(np.stack([r.frames for r in results]), dtype=torch.int64),
+            "key": [r.key for r in results],
+            "video_id": [r.video_id for r in results],
+        }
 
 
 class VideoLoader:
@@ -106,7 +143,7 @@ class VideoLoader:
         samples = rank_samples(self.eligible, cfg, epoch=self.epoch, rank=self.rank, world_size=self.world_size)
         wanted = len(self)
         pin = self.device is not None and self.device.type == "cuda" and self.backend != "dali-gpu"  # CPU tensors
-        batch: list[SampleResult] = []
+        batch = Collator(cfg, cfg.batch_size, normalized=self.normalized)
         emitted = failures_in_a_row = 0
         if wanted == 0:
             return
@@ -129,14 +166,14 @@ class VideoLoader:
                         raise RuntimeError(f"rank {self.rank}: every sample failed ({self.stats['skipped']} skipped); last: {result}")
                     continue
                 failures_in_a_row = 0
-                batch.append(result)
+                batch.add(result)
                 if len(batch) == cfg.batch_size:
-                    yield collate(batch, cfg, normalized=self.normalized, pin=pin)
-                    batch, emitted = [], emitted + 1
+                    yield batch.finish(pin=pin)
+                    batch, emitted = Collator(cfg, cfg.batch_size, normalized=self.normalized), emitted + 1
                     if emitted == wanted:
                         return
-            if batch:  # eval only: the last, smaller batch
-                yield collate(batch, cfg, normalized=self.normalized, pin=pin)
+            if len(batch):  # eval only: the last, smaller batch
+                yield batch.finish(pin=pin)
         finally:
             stream.close()
 

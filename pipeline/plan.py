@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,10 @@ class SampleResult:
     speed_label: np.ndarray  # (K,)
     order_label: int
     clips: torch.Tensor  # uint8 (K, T, S, S, 3); normalized per batch by the loader
+    release: Callable[[], None] | None = None
+    """Set when ``clips`` is a view of memory the backend reuses (a slot of a reference worker's shared-memory
+    ring): the loader calls it once it has copied ``clips`` into its batch, and the memory is not reused
+    before. None when ``clips`` is the result's own."""
 
 
 def check_decoded(plan: SamplePlan, decoded: torch.Tensor) -> None:

@@ -7,7 +7,7 @@ benchmark baseline.
 When the stored frames already have the size the views crop from (shards built at ``--short-side`` equal
 to the loader's ``resize``, the usual case), each decoded frame's crops are copied as they come into the
 sample's output tensor, a slot of the worker's shared-memory ring (:class:`OutputRing`), which the
-training process maps once and copies each sample out of. For yuv420p frames the crops are cut in YUV and
+training process maps once and normalizes each sample out of into its batch. For yuv420p frames the crops are cut in YUV and
 only they are converted to RGB, one call per sample (``yuv_clips.YuvClipWriter``); other formats are
 converted whole and cut (``augment.ClipWriter``). Otherwise the frames are stacked, resized once and cut
 (``augment.assemble_clips``), exactly as the DALI backend does."""
@@ -111,21 +111,22 @@ def _decode_into(plan: SamplePlan, video, check, out: torch.Tensor) -> torch.Ten
 
 class OutputRing:
     """Shared-memory slots that one worker process writes its samples' clips into, mapped once by the
-    training process, which copies a sample out on arrival and frees its slot.
+    training process, which normalizes a sample straight out of its slot into the batch (``loader.Collator``)
+    and then frees the slot.
 
     A slot is stored channel-first, (K, 3, T, S, S), and handed to the writers as the (K, T, S, S, 3) view
     of it that every clip writer takes: ``YuvClipWriter`` (yuv420p frames) converts to planar RGB and copies
     each channel in one block; ``ClipWriter`` (other formats) writes each frame's crop through the view. The
-    training process then copies a contiguous block out and converts it without a transposing pass. The training process's work per sample is what caps how far workers
-    scale: it runs once per sample whatever the number of workers.
+    training process then converts contiguous blocks without a transposing pass. The training process's work
+    per sample is what caps how far workers scale: it runs once per sample whatever the number of workers.
 
     Why a ring: a tensor handed from a worker to the training process otherwise lives in a new shared-memory
     segment per sample, created, faulted in page by page and unmapped again (2.8 ms per 2.4 MB pretext
     sample in the worker, against 0.1 ms for memory already mapped; one thread, this project's 2-core
     machine), and mapped afresh on the other side. A slot is taken by the worker (``busy`` = 1) and freed
-    by the training process (``busy`` = 0) after its copy; the worker never reuses a busy slot. When no
-    slot is free (more samples in flight than ``slots``) or a sample has another shape, the worker
-    allocates as before: slower, never wrong."""
+    by the training process (``busy`` = 0) once the sample is in a batch; the worker never reuses a busy
+    slot. When no slot is free (more samples on their way than ``slots``) or a sample has another shape,
+    the worker allocates as before: slower, never wrong."""
 
     def __init__(self, slots: int):
         self.slots = slots
@@ -172,6 +173,24 @@ class _RingSlot:
     ring: tuple[torch.Tensor, torch.Tensor] | None
 
 
+class _SlotLease:
+    """``SampleResult.release`` of a result whose clips are a ring slot: frees the slot, once."""
+
+    def __init__(self, stream: ReferenceStream, busy: np.ndarray, index: int):
+        self.stream, self.busy, self.index = stream, busy, index
+
+    def __call__(self) -> None:
+        if self.busy is not None:
+            self.busy[self.index] = 0
+            self.stream.held -= 1
+            self.busy = None
+
+
+def _release(result) -> None:
+    if isinstance(result, SampleResult) and result.release is not None:
+        result.release()
+
+
 class _Items(Dataset):
     """Loads work items in a worker process. An item names everything it needs (reading id, index, record,
     repeat, epoch), so the same long-lived workers serve every epoch and prefetch the next one. The
@@ -210,6 +229,9 @@ scale; four items per message cut it to about a third (0.17 ms per sample)."""
 PREFETCH = 2
 """Messages each worker is asked for ahead (the DataLoader's ``prefetch_factor``): with
 ``ITEMS_PER_MESSAGE``, 8 samples per worker."""
+RING_SLOTS = ITEMS_PER_MESSAGE * (PREFETCH + 1) + 1
+"""Slots of a worker's ``OutputRing``: the samples it has on their way (``PREFETCH`` messages), those of one
+message received by the training process and not yet in a batch, and one spare."""
 
 
 def _single_thread(_worker_id: int) -> None:
@@ -274,6 +296,7 @@ class ReferenceStream:
         self._buffered: dict[int, collections.deque] = {}  # reading id -> results received ahead of time
         self._rings: dict[int, tuple[torch.Tensor, object]] = {}  # worker id -> its OutputRing's (clips, busy flags)
         self._next_ident = 0
+        self.held = 0  # ring slots of results received here and not yet released
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming: tuple | None = None):
         """Per-sample results in reading order (the items of ``plan.drive``). ``upcoming``: (samples, epoch,
@@ -292,6 +315,11 @@ class ReferenceStream:
         current = ahead[0] if ahead else self._reading(samples, epoch, count)
         readings = [current] + ([self._reading(*upcoming)] if upcoming is not None else [])
         self._dispatch.readings = readings  # others are dropped; their results are discarded on arrival
+        kept = {r.ident for r in readings}
+        for ident, dropped in self._buffered.items():  # e.g. the rest of a pass its caller stopped early
+            if ident not in kept:
+                for result in dropped:
+                    _release(result)
         self._buffered = {r.ident: self._buffered.get(r.ident, collections.deque()) for r in readings}
         wanted = len(samples) if current.eval_mode else count
         done = good = 0
@@ -309,32 +337,36 @@ class ReferenceStream:
         buffered = self._buffered[current.ident]
         while not buffered:
             for ident, _index, result in self._receive():
-                result = self._from_ring(result)  # every result, kept or not: its slot is freed now
+                result = self._from_ring(result)
                 if ident in self._buffered:
                     self._buffered[ident].append(result)
+                else:  # nobody asks for it
+                    _release(result)
         return buffered.popleft()
 
     def _from_ring(self, result):
-        """``result`` with its clips copied out of its worker's ring slot, and the slot freed."""
+        """``result`` with its clips as a (K, T, S, S, 3) view of its worker's ring slot, which stays busy until
+        ``result.release()``: the loader normalizes the clips straight out of the slot into its batch and then
+        frees it (one pass over the sample here, where copying it out first cost another 0.35 ms per pretext
+        sample, and this process's work per sample is what caps how far workers scale)."""
         if isinstance(result, SampleResult) and isinstance(result.clips, _RingSlot):
             slot = result.clips
             if slot.ring is not None:
                 self._rings[slot.worker] = (slot.ring[0], slot.ring[1].numpy())
             clips, busy = self._rings[slot.worker]
-            # a plain copy of the channel-first slot, seen as (K, T, S, S, 3) like every sample. Copied here,
-            # not read from the slot while collating: converting straight out of the shared slot measured
-            # slower (2.4 ms per pretext sample) than this copy and a conversion of it (0.4 + 1.1 ms)
-            result.clips = clips[slot.index].clone().movedim(-4, -1)
-            busy[slot.index] = 0
+            result.clips = clips[slot.index].movedim(-4, -1)
+            result.release = _SlotLease(self, busy, slot.index)
+            self.held += 1
         return result
 
     def _receive(self):
         if self._loader is None:
             # batch_size=None: workers return samples one by one (a few per message), so bad ones can be dropped
             # and batches kept full. Ring size: the DataLoader hands messages to workers in turn and sends a new
-            # one only when the oldest has been returned, so a worker holds at most PREFETCH messages that are
-            # not yet back (the one it writes included); results are copied out of their slots on return
-            items = _Items(self.cfg, ring_slots=ITEMS_PER_MESSAGE * PREFETCH + 1)
+            # one when the oldest has been returned, so a worker holds at most PREFETCH messages that are not yet
+            # back (the one it writes included), and this process holds at most one returned message's samples
+            # that are not yet in a batch (they come in order: it receives when it has none left)
+            items = _Items(self.cfg, ring_slots=RING_SLOTS)
             self._loader = DataLoader(items, batch_size=None, sampler=self._dispatch, num_workers=self.num_workers,
                                       worker_init_fn=_single_thread, prefetch_factor=PREFETCH, persistent_workers=True,
                                       multiprocessing_context=_worker_context())

@@ -207,6 +207,10 @@ def test_reference_workers_live_for_the_run_and_prefetch_the_next_epoch(shards, 
         now = sorted(w.pid for w in stream._batches._workers)
         assert pids is None or now == pids  # the same processes, epoch after epoch
         pids = now
+        # no ring slot is held here but by results received and not yet asked for (a stopped pass's, or the
+        # next epoch's that came before a replacement for a bad sample): the loader released every other one
+        waiting = [r for results in stream._buffered.values() for r in results]
+        assert stream.held == sum(getattr(r, "release", None) is not None for r in waiting)
         if stop is None:  # a whole pass: the next epoch's first items were handed out before it was asked for
             upcoming = stream._dispatch.readings[1]
             assert upcoming.epoch == epoch + 1 and upcoming.sent > 0
@@ -266,14 +270,39 @@ def test_normalized_output_is_standardized_uint8(shards):
     torch.testing.assert_close(y, expected.permute(0, 1, 5, 2, 3, 4))
 
 
-def test_normalize_batch_equals_normalize_of_the_stack():
-    from pipeline.augment import normalize, normalize_batch
+def test_collator_normalizes_each_sample_into_the_batch_and_releases_it():
+    """The loader's batch is ``normalize`` of the stacked clips, built one sample at a time; each result's
+    ``release`` is called once its clips are in the batch, and the last, smaller batch is cut to size."""
+    from pipeline.augment import normalize
+    from pipeline.loader import Collator
+    from pipeline.plan import SampleResult
+
+    cfg = LoaderConfig(mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))
+    released = []
+
+    def result(i, clips):
+        return SampleResult(key=f"k{i}", video_id=f"v{i}", label=i, frames=np.zeros((2, 5)), speeds=np.ones(2),
+                            speed_label=np.zeros(2), order_label=i, clips=clips, release=lambda: released.append(i))
 
     samples = [torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8) for _ in range(3)]
-    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
-    batch = normalize_batch(samples, mean, std)
-    assert batch.shape == (3, 2, 3, 3, 5, 7) and batch.dtype == torch.float32
-    assert torch.equal(batch, normalize(torch.stack(samples), mean, std))
+    slot = torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8).movedim(-1, -4).contiguous()  # channel-first, as ring slots are
+    samples.append(slot.movedim(-4, -1))
+    for normalized in (True, False):
+        released.clear()
+        batch = Collator(cfg, 5, normalized=normalized)
+        for i, clips in enumerate(samples):
+            batch.add(result(i, clips))
+            assert released == list(range(i + 1))
+        out = batch.finish()
+        expected = normalize(torch.stack(samples), cfg.mean, cfg.std) if normalized else torch.stack(samples)
+        assert out["clips"].dtype == expected.dtype and torch.equal(out["clips"], expected)
+        assert out["key"] == ["k0", "k1", "k2", "k3"] and out["order_label"].tolist() == [0, 1, 2, 3]
+    full = Collator(cfg, 1)
+    full.add(result(0, samples[0]))
+    with pytest.raises(ValueError, match="full"):
+        full.add(result(1, samples[1]))
+    with pytest.raises(ValueError, match="no sample"):
+        Collator(cfg, 1).finish()
 
 
 def test_augmentation_is_one_crop_and_flip_per_clip():

@@ -1,6 +1,6 @@
 """Where the reference loader's time goes, per sample: a worker's ``load_sample`` under cProfile (grouped into
 demux/Python loop, decode, colour conversion, crop copies, ...), and the training process's share (receiving
-a sample, copying it out of the worker's ring, collating and normalizing the batch) timed in a real loader run.
+a sample, normalizing it out of the worker's ring slot into the batch) timed in a real loader run.
 
     python -m tools.profile_loader SHARD_DIR [--epochs 3] [--workers 1]
 
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-import pipeline.loader as loader_module
+from pipeline.loader import Collator, build_loader
 from pipeline.config import LoaderConfig
 from pipeline.reference import OutputRing, ReferenceStream, load_sample
 from pipeline.shards import list_shards, scan_shards
@@ -93,8 +93,8 @@ def _worker_cpu_seconds(loader) -> float | None:
 
 def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int) -> dict:
     """In a real loader run with ``workers`` processes, per sample (epochs 1.., after a start-up epoch 0):
-    the training process's CPU ms receiving samples (IPC, unpickling, the ring copy) and collating them
-    (normalization included), the worker processes' CPU ms (all workers together), and the wall ms."""
+    the training process's CPU ms receiving samples (IPC, unpickling) and collating them (normalization
+    straight out of the ring slots included), the worker processes' CPU ms (all workers together), and the wall ms."""
     spent = {"receive": 0.0, "collate": 0.0}
 
     def timed(name, fn):
@@ -106,11 +106,11 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
                 spent[name] += time.process_time() - started
         return wrapper
 
-    receive, collate = ReferenceStream._next_result, loader_module.collate
+    receive, add, finish = ReferenceStream._next_result, Collator.add, Collator.finish
     ReferenceStream._next_result = timed("receive", receive)
-    loader_module.collate = timed("collate", collate)
+    Collator.add, Collator.finish = timed("collate", add), timed("collate", finish)
     try:
-        loader = loader_module.build_loader(shards, cfg, backend="reference", num_workers=workers)
+        loader = build_loader(shards, cfg, backend="reference", num_workers=workers)
         samples, worker_cpu, started = 0, None, None
         for epoch in range(epochs + 1):
             loader.set_epoch(epoch)
@@ -123,7 +123,7 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
         worker_end = _worker_cpu_seconds(loader)
         loader.close()
     finally:
-        ReferenceStream._next_result, loader_module.collate = receive, collate
+        ReferenceStream._next_result, Collator.add, Collator.finish = receive, add, finish
     costs = {f"{k}_ms_per_sample": round(1000 * v / samples, 2) for k, v in spent.items()}
     costs["workers_cpu_ms_per_sample"] = None if None in (worker_cpu, worker_end) else round(1000 * (worker_end - worker_cpu) / samples, 2)
     costs["wall_ms_per_sample"] = round(1000 * wall / samples, 2)
