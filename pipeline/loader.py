@@ -58,12 +58,14 @@ class Collator:
                 self._scale_shift = normalize_constants(self.cfg.mean, self.cfg.std, clips.device)
             else:
                 self._clips = torch.empty((self.capacity, k, t, h, w, c), dtype=torch.uint8, device=clips.device)
-        if self.normalized:
-            normalize(clips, self.cfg.mean, self.cfg.std, out=self._clips[i], scale_shift=self._scale_shift)
-        else:
-            self._clips[i].copy_(clips)
-        if result.release is not None:
-            result.release()
+        try:
+            if self.normalized:
+                normalize(clips, self.cfg.mean, self.cfg.std, out=self._clips[i], scale_shift=self._scale_shift)
+            else:
+                self._clips[i].copy_(clips)
+        finally:  # a failed copy gives the memory back too
+            if result.release is not None:
+                result.release()
         result.clips, result.release = None, None  # the batch holds them now; a released slot is reused
         self.results.append(result)
 

@@ -7,10 +7,10 @@ benchmark baseline.
 When the stored frames already have the size the views crop from (shards built at ``--short-side`` equal
 to the loader's ``resize``, the usual case), each decoded frame's crops are copied as they come into the
 sample's output tensor, a slot of the worker's shared-memory ring (:class:`OutputRing`), which the
-training process maps once and normalizes each sample out of into its batch. For yuv420p frames the crops are cut in YUV and
-only they are converted to RGB, one call per sample (``yuv_clips.YuvClipWriter``); other formats are
-converted whole and cut (``augment.ClipWriter``). Otherwise the frames are stacked, resized once and cut
-(``augment.assemble_clips``), exactly as the DALI backend does."""
+training process maps once and normalizes each sample out of, into its batch. For yuv420p frames the crops
+are cut in YUV and only they are converted to RGB, one call per sample (``yuv_clips.YuvClipWriter``); other
+formats are converted whole and cut (``augment.ClipWriter``). Otherwise the frames are stacked, resized
+once and cut (``augment.assemble_clips``), exactly as the DALI backend does."""
 
 from __future__ import annotations
 

@@ -301,6 +301,12 @@ def test_collator_normalizes_each_sample_into_the_batch_and_releases_it():
     full.add(result(0, samples[0]))
     with pytest.raises(ValueError, match="full"):
         full.add(result(1, samples[1]))
+    two = Collator(cfg, 2)
+    two.add(result(0, samples[0]))
+    released.clear()
+    with pytest.raises(RuntimeError):  # clips of another shape than the batch's: the memory is given back anyway
+        two.add(result(5, torch.zeros((2, 3, 5, 8, 3), dtype=torch.uint8)))
+    assert released == [5]
     with pytest.raises(ValueError, match="no sample"):
         Collator(cfg, 1).finish()
 

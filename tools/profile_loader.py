@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from pipeline.loader import Collator, build_loader
 from pipeline.config import LoaderConfig
+from pipeline.loader import Collator, build_loader
 from pipeline.reference import OutputRing, ReferenceStream, load_sample
 from pipeline.shards import list_shards, scan_shards
 
@@ -93,8 +93,8 @@ def _worker_cpu_seconds(loader) -> float | None:
 
 def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int) -> dict:
     """In a real loader run with ``workers`` processes, per sample (epochs 1.., after a start-up epoch 0):
-    the training process's CPU ms receiving samples (IPC, unpickling) and collating them (normalization
-    straight out of the ring slots included), the worker processes' CPU ms (all workers together), and the wall ms."""
+    the training process's CPU ms receiving samples (IPC, unpickling) and collating them (normalizing them
+    straight out of the ring slots), the worker processes' CPU ms (all workers together), and the wall ms."""
     spent = {"receive": 0.0, "collate": 0.0}
 
     def timed(name, fn):
