@@ -214,6 +214,8 @@ def normalize(clips: torch.Tensor, mean, std, *, out: torch.Tensor | None = None
     x = clips.movedim(-1, -4)  # (..., K, 3, T, H, W), a view
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    elif out.shape != x.shape:  # torch would resize ``out`` (a view into a batch) instead of failing
+        raise ValueError(f"out has shape {tuple(out.shape)}, the normalized clips {tuple(x.shape)}")
     scale, shift = scale_shift if scale_shift is not None else normalize_constants(mean, std, x.device)
     if x.device.type != "cpu":
         out.copy_(x.contiguous())  # transpose the 1-byte data first: the cheapest pass to make strided

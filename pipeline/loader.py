@@ -43,27 +43,31 @@ class Collator:
         self.results: list[SampleResult] = []  # added so far (their clips are in the batch tensor)
         self._clips: torch.Tensor | None = None  # (capacity, ...) made for the first sample
         self._scale_shift = None
+        self._shape = None  # (K, T, S, S, 3) of every sample, from the first
 
     def __len__(self) -> int:
         return len(self.results)
 
     def add(self, result: SampleResult) -> None:
         clips, i = result.clips, len(self.results)  # (K, T, S, S, 3) uint8
-        if i == self.capacity:
-            raise ValueError(f"the batch is full ({self.capacity} samples)")
-        if self._clips is None:
-            k, t, h, w, c = clips.shape
-            if self.normalized:
-                self._clips = torch.empty((self.capacity, k, c, t, h, w), dtype=torch.float32, device=clips.device)
-                self._scale_shift = normalize_constants(self.cfg.mean, self.cfg.std, clips.device)
-            else:
-                self._clips = torch.empty((self.capacity, k, t, h, w, c), dtype=torch.uint8, device=clips.device)
         try:
+            if i == self.capacity:
+                raise ValueError(f"the batch is full ({self.capacity} samples)")
+            if self._clips is None:
+                self._shape = clips.shape
+                k, t, h, w, c = clips.shape
+                if self.normalized:
+                    self._clips = torch.empty((self.capacity, k, c, t, h, w), dtype=torch.float32, device=clips.device)
+                    self._scale_shift = normalize_constants(self.cfg.mean, self.cfg.std, clips.device)
+                else:
+                    self._clips = torch.empty((self.capacity, k, t, h, w, c), dtype=torch.uint8, device=clips.device)
+            elif clips.shape != self._shape:
+                raise ValueError(f"sample {result.key!r} has clips of shape {tuple(clips.shape)}, the batch's are {tuple(self._shape)}")
             if self.normalized:
                 normalize(clips, self.cfg.mean, self.cfg.std, out=self._clips[i], scale_shift=self._scale_shift)
             else:
                 self._clips[i].copy_(clips)
-        finally:  # a failed copy gives the memory back too
+        finally:  # a sample that cannot go in gives the memory back too
             if result.release is not None:
                 result.release()
         result.clips, result.release = None, None  # the batch holds them now; a released slot is reused

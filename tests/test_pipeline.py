@@ -304,9 +304,11 @@ def test_collator_normalizes_each_sample_into_the_batch_and_releases_it():
     two = Collator(cfg, 2)
     two.add(result(0, samples[0]))
     released.clear()
-    with pytest.raises(RuntimeError):  # clips of another shape than the batch's: the memory is given back anyway
+    with pytest.raises(ValueError, match="shape"):  # clips of another shape than the batch's: the memory is given back anyway
         two.add(result(5, torch.zeros((2, 3, 5, 8, 3), dtype=torch.uint8)))
     assert released == [5]
+    with pytest.raises(ValueError, match="shape"):  # never a silent resize of a view into a batch
+        normalize(samples[0], cfg.mean, cfg.std, out=torch.empty((2, 3, 3, 5, 8)))
     with pytest.raises(ValueError, match="no sample"):
         Collator(cfg, 1).finish()
 
