@@ -228,19 +228,22 @@ def _update_label_map(out: Path, inputs, forced: dict[str, int] | None) -> dict[
 
 
 def _publish(out: Path, split: str, entries: list[dict], rejected: list[dict], info: dict) -> None:
-    """Record the split in the manifest and its rejects in ``rejects.jsonl`` (both atomically)."""
+    """Record the split's rejects in ``rejects.jsonl``, then the split in the manifest (each atomically).
+    The manifest entry is what marks the split complete, so it is written last: a run killed between the
+    two writes leaves the split unfinished, and the rerun writes its rejects again (replacing them), where
+    the other order left a complete split whose rejects were never recorded."""
     with manifest_lock(out):
         for stale in [*out.glob(".manifest.json.tmp*"), *out.glob(".rejects.jsonl.tmp*")]:  # from a killed run
             stale.unlink(missing_ok=True)
+        others = [r for r in _read_rejects(out) if r.get("split") != split]
+        mine = [{**r, "split": split} for r in rejected]
+        atomic_write(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in others + mine))
         manifest = load_manifest(out)
         manifest["splits"][split] = {
             "shards": entries, "rejected": len(rejected),
             "frames": sum(e["frames"] for e in entries), "bytes": sum(e["bytes"] for e in entries), **info,
         }
         save_manifest(out, manifest)
-        others = [r for r in _read_rejects(out) if r.get("split") != split]
-        mine = [{**r, "split": split} for r in rejected]
-        atomic_write(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in others + mine))
 
 
 def _claim_staging(out: Path, staging: Path, split: str, settings: dict) -> None:

@@ -108,6 +108,43 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_exact_result(src, refere
     assert kills >= 1 or seed != 0  # seed 0 kills mid-run
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL at one exact moment (no ``except Exception`` catches it)."""
+
+
+@pytest.mark.parametrize("crash_at", ["rejects.jsonl", "manifest.json"])
+def test_a_run_killed_between_the_two_publishing_writes_reruns_to_the_exact_result(src, reference, tmp_path, monkeypatch, crash_at):
+    """A split is published by two atomic writes, its rejects and the manifest entry that marks it complete.
+    Killed at either, the rerun accounts for every input and records each reject once. (With the manifest
+    written first, a kill before the rejects left a complete split with no rejects recorded: the random
+    SIGKILL test caught it as ``5 + 0 = 5 (MISMATCH)``.)"""
+    import preprocess.build as build
+
+    real_atomic_write, real_save_manifest = build.atomic_write, build.save_manifest
+
+    def atomic_write(path, *args, **kwargs):
+        if Path(path).name == crash_at == "rejects.jsonl":
+            raise _Killed
+        return real_atomic_write(path, *args, **kwargs)
+
+    def save_manifest(out_dir, manifest):
+        if crash_at == "manifest.json" and "train" in manifest["splits"]:
+            raise _Killed
+        return real_save_manifest(out_dir, manifest)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(build, "atomic_write", atomic_write)
+    monkeypatch.setattr(build, "save_manifest", save_manifest)
+    with pytest.raises(_Killed):
+        build_shards(src, out, workers=1, progress=False, **OPTIONS)
+    monkeypatch.undo()
+    _check_killed_state(out)
+    result = build_shards(src, out, workers=1, progress=False, **OPTIONS)
+    assert not result.already_complete
+    assert (result.videos_written, len(result.rejected), result.inputs) == (VALID, BROKEN, VALID + BROKEN)
+    _check_final(out, reference)
+
+
 def test_disk_full_during_transcode_is_an_error_and_rerun_completes(src, reference, tmp_path):
     """OUT on a 64 KiB filesystem: the run fails naming the full disk, no valid video is recorded as rejected,
     nothing incomplete is visible; with space again the same command finishes with the exact result."""
