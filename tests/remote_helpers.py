@@ -66,6 +66,10 @@ class Request:
     bytes_sent: int
 
 
+#: Path prefix of the marker requests that :meth:`Nginx.requests` sends to flush the access log.
+_MARK = "/.log-marker-"
+
+
 class Nginx:
     """``nginx`` serving ``root`` on 127.0.0.1 (foreground process, stopped by :meth:`stop`)."""
 
@@ -77,6 +81,7 @@ class Nginx:
         conf = run_dir / "nginx.conf"
         conf.write_text(_CONF.format(user=user, run=run_dir, port=self.port, root=root))
         self.access_log = run_dir / "access.log"
+        self._start, self._marks = 0, 0  # log lines before _start are cleared; markers sent so far
         self.process = subprocess.Popen([NGINX, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -90,18 +95,44 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}"
 
     def requests(self) -> list[Request]:
-        """Every request served so far (nginx writes its access log unbuffered)."""
-        if not self.access_log.exists():
-            return []
+        """Every request served since the last :meth:`clear_log` (all of them if never cleared).
+
+        nginx writes a request's log line just after sending its last byte, so a client can hold the whole
+        response before the line is on disk. Each call therefore first sends a marker request of its own and
+        waits for the marker's line: the one worker serves requests in turn, so every request answered before
+        the marker was sent is logged above it. Marker lines are left out."""
+        lines = self._sync()
         out = []
-        for line in self.access_log.read_text().splitlines():
+        for line in lines[self._start:]:
             method, path, rng, status, sent = line.split(" ")
+            if path.startswith(_MARK):
+                continue
             rng = rng.strip('"')
             out.append(Request(method, path, "" if rng == "-" else rng, int(status), int(sent)))
         return out
 
     def clear_log(self) -> None:
-        self.access_log.write_text("")  # nginx keeps appending to the same (truncated) file
+        """Forget the requests served so far (late log lines included, see :meth:`requests`)."""
+        self._start = len(self._sync())
+
+    def _sync(self, timeout_s: float = 10.0) -> list[str]:
+        """Send a marker request, wait until its line is in the access log, and return the log's lines up to it."""
+        self._marks += 1
+        mark = f"{_MARK}{self._marks}"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request("GET", mark)
+            conn.getresponse().read()  # 404: nothing is served under the marker path
+        finally:
+            conn.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+            for i, line in enumerate(lines):
+                if line.split(" ")[1:2] == [mark]:
+                    return lines[:i]
+            time.sleep(0.01)
+        raise RuntimeError(f"nginx did not log the marker request {mark} within {timeout_s} s")
 
     def stop(self) -> None:
         if self.process.poll() is None:
