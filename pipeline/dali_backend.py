@@ -34,7 +34,7 @@ from pipeline.config import LoaderConfig
 from pipeline.augment import assemble_batch
 from pipeline.plan import check_decoded, drive, plan_sample, sample_result, work_item
 from pipeline.shards import BadSampleError, SampleRecord
-from pipeline.stream_cut import CutStream, cut_stream
+from pipeline.stream_cut import cut_stream
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,11 @@ def _to_torch(tensor, device_id: int | None) -> torch.Tensor:
 class DaliStream:
     """Per-sample results of DALI's video decoder (see the module docstring).
 
-    ``cut``: feed each sample's stream cut to what its clips need (True), or whole (False, only to measure
-    what cutting saves). ``decoded_frames`` / ``clips``: frames DALI was asked to decode (from the start of
-    the stream it was fed to the last wanted frame: it does not seek) and clips returned, so far."""
+    ``decoded_frames`` / ``clips``: frames DALI was asked to decode (from the start of the cut stream it was
+    fed to the last wanted frame: it does not seek) and clips returned, so far."""
 
-    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int, cut: bool = True):
-        self.cfg, self.device_id, self.num_threads, self.cut = cfg, device_id, num_threads, cut
+    def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int):
+        self.cfg, self.device_id, self.num_threads = cfg, device_id, num_threads
         self._pipe = None
         self._released = None  # GPU: event after the last reads of DALI's current output buffers
         self._readers = None  # threads fetching a batch's members from URL shards at once (made on first use)
@@ -102,11 +101,7 @@ class DaliStream:
             plan = plan_sample(record, self.cfg, epoch, repeat)
             assert plan.union[0] >= 0 and plan.union[-1] < record.frames, (record.key, plan.union)
             data = record.read_video()
-            stream = cut_stream(record, data, plan.union)  # also checks the container against the json
-            if not self.cut:
-                whole = np.arange(record.frames)
-                stream = CutStream(np.frombuffer(data, dtype=np.uint8), whole, plan.union.astype(np.int32), int(plan.union[-1]) + 1, stream.codec)
-            return plan, stream
+            return plan, cut_stream(record, data, plan.union)  # also checks the container against the json
         except BadSampleError as e:
             return e
         except OSError as e:

@@ -1,6 +1,6 @@
-"""CPU video decoders outside DALI: the reference backend's (the union of a sample's frames in one pass with
-PyAV, torchcodec when frames are reordered) and the per-clip decoding of peer codebases (PyAV, torchcodec,
-decord), measured by ``bench``."""
+"""The reference backend's CPU video decoding: the union of a sample's frames in one pass with PyAV
+(torchcodec when frames are reordered). The per-clip decoders of peer codebases, which the loader benchmark
+measures against this, live in ``bench/peers.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import io
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import VideoReformatter
 
 # imported at module level: DataLoader workers are forked and inherit it (the import takes seconds)
@@ -19,46 +18,6 @@ def torchcodec_decoder(data: bytes, *, threads: int = 1) -> VideoDecoder:
     """A torchcodec decoder over encoded bytes. ``seek_mode="exact"`` scans the packets once, so
     ``metadata.num_frames`` is the real count and frame indices are exact."""
     return VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact")
-
-
-def torchcodec_frames(data: bytes, indices, *, threads: int = 1) -> torch.Tensor:
-    """Frames ``indices`` (any order, repeats allowed) of an encoded video: (N, H, W, 3) uint8.
-
-    torchcodec seeks to the keyframe before a requested frame when that is cheaper than decoding on.
-    Raises IndexError for indices past the end."""
-    return torchcodec_decoder(data, threads=threads).get_frames_at([int(i) for i in indices]).data
-
-
-def pyav_frames(data: bytes, indices) -> np.ndarray:
-    """Peers' PyAV clip reading: seek to the keyframe before the first wanted frame, decode forward until
-    the last one, keep the wanted ones. (N, H, W, 3) uint8 in the order of ``indices``."""
-    wanted = sorted(set(int(i) for i in indices))
-    got: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "NONE"
-        rate = stream.average_rate
-        time_base = stream.time_base
-        start_pts = int(wanted[0] / rate / time_base) if wanted[0] else 0
-        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            index = int(round(float(frame.pts * time_base * rate)))
-            if index in wanted and index not in got:
-                got[index] = frame.to_ndarray(format="rgb24")
-            if index >= wanted[-1]:
-                break
-    missing = [i for i in wanted if i not in got]
-    if missing:
-        raise IndexError(f"PyAV did not return frames {missing[:5]}")
-    return np.stack([got[int(i)] for i in indices])
-
-
-def decord_frames(data: bytes, indices) -> np.ndarray:
-    """Peers' decord clip reading (``VideoReader.get_batch``). (N, H, W, 3) uint8."""
-    import decord
-
-    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
-    return reader.get_batch([int(i) for i in indices]).asnumpy()
 
 
 READ_BYTES = 8192

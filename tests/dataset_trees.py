@@ -9,7 +9,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from preprocess.synthetic import write_lavfi_video
+from synthetic.videos import write_lavfi_video
 
 #: UCF101 classes in classInd order (as in the real file: 1-based, alphabetical by the published names).
 UCF_CLASSES = ("ApplyEyeMakeup", "BlowDryHair", "HandstandPushups")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess.build import build_shards
-from preprocess.synthetic import read_frame_index, write_numbered_video
+from synthetic.videos import read_frame_index, write_numbered_video
 
 #: source name -> (class folder, frames). 12 frames: too short for 4 distinct speeds at T=8 (only +-1 fit).
 VIDEOS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from preprocess.synthetic import write_lavfi_video, write_numbered_video
+from synthetic.videos import write_lavfi_video, write_numbered_video
 
 
 def ffmpeg(*args: str) -> None:

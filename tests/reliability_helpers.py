@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from shardformat import read_index
-from preprocess.synthetic import write_lavfi_video, write_numbered_video
+from synthetic.videos import write_lavfi_video, write_numbered_video
 from preprocess_helpers import read_samples
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import demo
-from preprocess.motion_dataset import CLASSES, DESIGNS, motion_video
+from synthetic.motion import CLASSES, DESIGNS, motion_video
 
 #: Fewer unlabelled videos, no real footage, three seeds, 6 test videos per class, 40 fine-tuning steps instead of
 #: 120 (offsets part of the 100 pretraining steps the full demo gained); the same model, pretraining and learning rates.

@@ -29,7 +29,7 @@ TEXT_NAMES = {"Dockerfile", "Makefile", "run"}
 #: Folders never scanned when git cannot list the repository's files.
 SKIP_DIRS = {".git", ".venv", "__pycache__", "runs", "data", "build", ".pytest_cache", ".hypothesis"}
 #: Top-level folders whose paths, written as inline code in Markdown, must exist.
-CODE_DIRS = ("preprocess", "pipeline", "model", "training", "docker", "tests", "docs", "tools", ".ci")
+CODE_DIRS = ("preprocess", "pipeline", "model", "training", "docker", "tests", "docs", "bench", "synthetic", "shardformat", ".ci")
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.M | re.S)
 INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)

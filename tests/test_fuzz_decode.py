@@ -27,7 +27,7 @@ from pipeline import BadSampleError, LoaderConfig
 from pipeline.reference import load_sample
 from pipeline.shards import scan_shards
 from preprocess.media import EncodeParams, Rejection, SourceInfo, _Reject, check_source, process_video
-from preprocess.synthetic import write_numbered_video
+from synthetic.videos import write_numbered_video
 
 CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
 # stored frames are 96x64 yuv420p: resize 64 needs no resizing, so crops go straight into the clips (YuvClipWriter)

@@ -19,7 +19,7 @@ from pipeline.routing import DALI_CPU_CODECS, GPU_DECODE_THREADS, MIXED_CODECS, 
 from pipeline.shards import scan_shards
 from pipeline.stream_cut import _runs, cut_stream
 from pipeline_helpers import build_numbered_shards, frame_numbers
-from preprocess.synthetic import read_frame_index
+from synthetic.videos import read_frame_index
 
 LONG = {"long": ("walk", 300), "mid": ("run", 140), "short": ("walk", 60), "other": ("run", 96)}
 RAW = dict(num_frames=8, speeds=(-4, -2, -1, 1, 2, 4), num_clips=3, batch_size=2, resize=64, crop_size=64, augment=False)
@@ -258,7 +258,7 @@ def test_step_metrics_one_flush_per_window_keeps_every_step():
 
 @pytest.mark.slow
 def test_bench_reports_decoded_frames_per_clip_by_method(vp9_long, monkeypatch):
-    from pipeline import bench
+    from bench import loader as bench
 
     monkeypatch.setattr(bench, "LIMIT_SECONDS", 0.05)
     cfg = LoaderConfig(**{**RAW, "speeds": (-4, -2, -1, 1, 2, 4), "num_clips": 2})

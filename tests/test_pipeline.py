@@ -466,7 +466,7 @@ def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
 def test_augmented_clips_use_the_drawn_views(shards):
     """augment=True: each clip is the drawn window/flip of its resized frames (recomputed independently
     from the sample's generator), windows are within the frame and vary between clips."""
-    from pipeline.decode import torchcodec_frames
+    from bench.peers import torchcodec_frames
     from pipeline.plan import plan_sample
     from pipeline.shards import scan_shards
 
@@ -586,7 +586,7 @@ def test_preview_cli_end_to_end(shards, tmp_path):
 
 @pytest.mark.slow
 def test_bench_measures_every_method(shards, monkeypatch):
-    from pipeline import bench
+    from bench import loader as bench
 
     monkeypatch.setattr(bench, "LIMIT_SECONDS", 0.05)  # the decode limit's passes: one or two here
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
@@ -607,7 +607,7 @@ def test_bench_measures_every_method(shards, monkeypatch):
 
 
 def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypatch):
-    from pipeline import bench
+    from bench import loader as bench
 
     real_time_loader = bench._time_loader
 
@@ -688,12 +688,12 @@ def test_host_memory_keeps_large_freed_blocks_on_glibc():
 
 
 def test_profile_loader_reports_the_worker_and_training_process_costs(shards):
-    """``tools.profile_loader``: the worker's ``load_sample`` profile (shares of every group sum to 1) and
+    """``bench.profile_loader``: the worker's ``load_sample`` profile (shares of every group sum to 1) and
     the costs per sample of a real loader run, the worker processes' CPU found through their pids."""
     import platform
 
     from pipeline.shards import scan_shards
-    from tools.profile_loader import training_process_costs, worker_profile
+    from bench.profile_loader import training_process_costs, worker_profile
 
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)
     costs = training_process_costs(shards, cfg, workers=1, epochs=2)

@@ -16,7 +16,7 @@ from preprocess_helpers import (
 
 from preprocess import build_shards
 from preprocess.inputs import fingerprint, list_folder
-from preprocess.synthetic import read_frame_index
+from synthetic.videos import read_frame_index
 
 
 
@@ -214,7 +214,7 @@ def test_a_group_shares_one_ffmpeg_and_gets_the_outcomes_and_bytes_of_one_each(t
     probe and left out of the joint transcode; a damaged source makes the joint transcode report an error,
     so the group is redone one input at a time and only the damaged one is rejected."""
     from preprocess import media
-    from preprocess.synthetic import write_lavfi_video
+    from synthetic.videos import write_lavfi_video
     from preprocess_helpers import write_truncated
 
     src = tmp_path / "src"

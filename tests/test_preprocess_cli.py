@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from preprocess.cli import main
-from preprocess.synthetic import write_lavfi_video
+from synthetic.videos import write_lavfi_video
 
 
 def _cli(*args) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from preprocess_helpers import (
 )
 
 from preprocess import PreprocessError, build_shards
-from preprocess.synthetic import read_frame_index, sample_footage, write_lavfi_video, write_numbered_video
+from synthetic.videos import read_frame_index, sample_footage, write_lavfi_video, write_numbered_video
 
 QUIET = {"progress": False, "workers": 2}
 

@@ -16,7 +16,7 @@ from reliability_helpers import group_alive, wait_until_staged
 
 from preprocess import build_shards
 from shardformat import read_index
-from preprocess.synthetic import write_lavfi_video
+from synthetic.videos import write_lavfi_video
 
 ARGS = ["--workers", "2", "--shard-max-count", "3", "--seed", "3", "--no-progress"]
 

@@ -19,7 +19,7 @@ from preprocess import build_shards
 from preprocess.cli import main as preprocess_main
 from preprocess.build import PreprocessError
 from preprocess.partition import in_partition, parse_partition
-from preprocess.synthetic import write_numbered_video
+from synthetic.videos import write_numbered_video
 
 #: class folder -> [(name, frames)]; one input too short (rejected) so the rejects are merged too.
 VIDEOS = {"walk": [("a", 24), ("b", 30), ("c", 20), ("short", 6)], "run": [("d", 26), ("e", 22), ("f", 28)], "jump": [("g", 24)]}

@@ -1,4 +1,4 @@
-"""tools/scale_on_paper.py: the measurements behind BENCHMARKS.md "Scale on paper" and its arithmetic."""
+"""bench/scale_on_paper.py: the measurements behind BENCHMARKS.md "Scale on paper" and its arithmetic."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from model import build_backbone
-from preprocess.synthetic import write_lavfi_video
-from tools import scale_on_paper as sop
+from synthetic.videos import write_lavfi_video
+from bench import scale_on_paper as sop
 
 # ---------------------------------------------------------------- decoded frames per clip
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from preprocess import build_shards
-from preprocess.motion_dataset import write_motion_dataset
+from synthetic.motion import write_motion_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

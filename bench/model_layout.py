@@ -1,7 +1,7 @@
 """Forward+backward time of a TGN (and a BN) backbone in the default layout vs ``channels_last_3d``.
 
-    python -m model.layout_bench                          # r3d_18, batch 4, 16x64x64, base width 32, CPU
-    python -m model.layout_bench --arch r2plus1d_18 --repeats 9
+    python -m bench model-layout                          # r3d_18, batch 4, 16x64x64, base width 32, CPU
+    python -m bench model-layout --arch r2plus1d_18 --repeats 9
 
 Why: TGN normalizes a grouped *view* of a contiguous ``(B, C, T, H, W)`` activation; a channels-last input
 cannot be viewed that way and is copied at every grouped layer, which is why ``train.py`` keeps TGN networks
@@ -17,8 +17,8 @@ import statistics
 
 import torch
 
-from .backbones import build_backbone
-from .bench import _train_step
+from bench.model import _train_step
+from model.backbones import build_backbone
 
 LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 
@@ -44,7 +44,7 @@ def bench_layouts(arch: str, norm: str, *, batch: int, frames: int, size: int, b
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench model-layout", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="r3d_18")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--frames", type=int, default=16)
@@ -58,7 +58,3 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in results:
         print(json.dumps(r))
     return results
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Scale on paper: GPUs and nodes for a Kinetics-400-sized pretraining, and where the pipeline bottlenecks.
 
-    python -m tools.scale_on_paper                      # the tables of BENCHMARKS.md "Scale on paper"
-    python -m tools.scale_on_paper --hours 6 --arch r2plus1d_18 --epochs 200
+    python -m bench scale-on-paper                      # the tables of BENCHMARKS.md "Scale on paper"
+    python -m bench scale-on-paper --hours 6 --arch r2plus1d_18 --epochs 200
 
 No GPU was available, so this is arithmetic on three kinds of numbers, each labelled where it is printed:
 - measured here: VP9 bytes per frame of the project's own encoder settings (`preprocess.media.encoder_args`)
@@ -95,7 +95,7 @@ def vp9_bytes_per_frame(sources: dict[str, Path] | None = None, *, short_side: i
     import ffmpeg
 
     from preprocess.media import check_source, encoder_args, output_size
-    from preprocess.synthetic import sample_footage
+    from synthetic.videos import sample_footage
 
     if sources is None:  # the "distorted" clip is a deliberately degraded copy, not footage
         sources = {k: v for k, v in sample_footage().items() if "distorted" not in k}
@@ -246,7 +246,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
     sample_rate = p.clip_rate / a.num_clips
     cpu = MEASURED_CPU_DECODE_CLIPS_PER_S["DALI CPU"]
     lines = [
-        f"Command: `python -m tools.scale_on_paper --hours {a.hours:g} --epochs {a.epochs} --arch {a.arch}`"
+        f"Command: `python -m bench scale-on-paper --hours {a.hours:g} --epochs {a.epochs} --arch {a.arch}`"
         " (about 30 s on the 2-core CPU).",
         "",
         "**Measured here.** VP9 with the preprocess encoder settings (libvpx-vp9 realtime, cpu-used 8, CRF 30, GOP "
@@ -321,7 +321,7 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench scale-on-paper", description=__doc__.splitlines()[0])
     defaults = Assumptions()
     for name in ("hours", "epochs", "arch", "num_clips", "conv3d_efficiency", "batch_per_gpu", "videos"):
         value = getattr(defaults, name)
@@ -329,7 +329,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(report(replace(defaults, **vars(args))))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

