@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
-from pipeline.remote_shards import label_names
+from pipeline.io.remote_shards import label_names
 from shardformat import atomic_write
 from training import checkpoint, distributed
 from training.config import TrainConfig, parse_overrides, resolve
@@ -77,7 +77,7 @@ def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: 
     remote = remote_options(cfg)
     return build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
                         rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
-                        remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads)
+                        remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True)
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:

@@ -45,13 +45,13 @@ import numpy as np
 import torch
 
 from bench.peers import PEERS
-from pipeline.augment import assemble_clips, normalize
+from pipeline.views import assemble_clips, normalize
 from pipeline.cli import add_clip_arguments, loader_config, shard_paths
 from pipeline.config import LoaderConfig
 from pipeline.loader import CPU_DEFAULT, build_loader
 from pipeline.plan import plan_sample
-from pipeline.remote import remote_options
-from pipeline.shards import list_shards, scan_shards
+from pipeline.io.remote import remote_options
+from pipeline.io.shard_reader import list_shards, scan_shards
 
 METHODS = ("dali", "reference", *PEERS)
 PEER_SECONDS = 10.0  # per-clip peers stop after this long (decord on long GOPs runs at ~1 clip/s)
@@ -68,7 +68,7 @@ def _time_loader(shards, cfg, backend, samples: int, workers: int, remote=None):
     (Excluding every epoch's first batch instead, as earlier versions did, credits a loader with the work
     it prefetches while the clock is stopped, the more so the deeper it prefetches and the shorter the
     epochs: the benchmark's sets have 16-18 samples per epoch.)"""
-    loader = build_loader(shards, cfg, backend=backend, num_workers=workers, remote=remote)
+    loader = build_loader(shards, cfg, backend=backend, num_workers=workers, remote=remote, reuse_host_memory=True)
     if len(loader) < 2:
         raise RuntimeError(f"need 2 full batches of {cfg.batch_size} per epoch for a steady-state time, have {len(loader)}")
     timed, clips, started, epoch = [], 0, None, 0
@@ -141,7 +141,7 @@ def _required_frames(plan, keyframes: np.ndarray) -> int:
 
 def _decoded_frames_by_method(plans, keyframes: dict) -> dict[str, int]:
     """Frames decoded for ``plans`` by the decoders whose seeking rule is known (see module docstring)."""
-    from pipeline.stream_cut import _runs
+    from pipeline.dali.stream_cut import _runs
 
     totals = {"dali_uncut": 0, "reference": 0, "pyav_per_clip": 0}
     for plan in plans:
@@ -349,7 +349,7 @@ def per_sample_vs_length(folders: dict[int, Path], cfg: LoaderConfig, *, samples
     folders holding the same content cut to different lengths (frames -> folder), with the frames the
     sample's clips need (from each clip's keyframe, union per sample). Medians of ``repeats`` rounds, the
     lengths interleaved in each round."""
-    from pipeline.reference import load_sample
+    from pipeline.reference.stream import load_sample
 
     torch.set_num_threads(1)
     records = {n: scan_shards(list_shards(folder))[0] for n, folder in folders.items()}

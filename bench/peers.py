@@ -9,7 +9,7 @@ import av
 import numpy as np
 import torch
 
-from pipeline.decode import torchcodec_decoder
+from pipeline.reference.decode import torchcodec_decoder
 
 
 def torchcodec_frames(data: bytes, indices, *, threads: int = 1) -> torch.Tensor:

@@ -21,8 +21,8 @@ import torch
 
 from pipeline.config import LoaderConfig
 from pipeline.loader import Collator, build_loader
-from pipeline.reference import OutputRing, ReferenceStream, load_sample
-from pipeline.shards import list_shards, scan_shards
+from pipeline.reference.stream import OutputRing, ReferenceStream, load_sample
+from pipeline.io.shard_reader import list_shards, scan_shards
 
 #: Worker profile groups: (name, predicate on cProfile's (file, line, function) key), first match wins.
 GROUPS = (
@@ -38,8 +38,8 @@ GROUPS = (
                                                                "<method 'copy_' of 'torch._C.TensorBase' objects>")
      or "copyto" in fn
      or f.endswith("yuv_clips.py") and fn == "finish"),
-    ("shard reads", lambda f, fn: f.endswith("shards.py") or fn == "<built-in method posix.pread>"),
-    ("sampling and planning", lambda f, fn: f.endswith(("sampler.py", "plan.py", "augment.py"))),
+    ("shard reads", lambda f, fn: f.endswith("shard_reader.py") or fn == "<built-in method posix.pread>"),
+    ("sampling and planning", lambda f, fn: f.endswith(("sampler.py", "plan.py", "views.py"))),
 )
 
 
@@ -110,7 +110,7 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
     ReferenceStream._next_result = timed("receive", receive)
     Collator.add, Collator.finish = timed("collate", add), timed("collate", finish)
     try:
-        loader = build_loader(shards, cfg, backend="reference", num_workers=workers)
+        loader = build_loader(shards, cfg, backend="reference", num_workers=workers, reuse_host_memory=True)
         samples, worker_cpu, started = 0, None, None
         for epoch in range(epochs + 1):
             loader.set_epoch(epoch)

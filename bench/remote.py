@@ -27,8 +27,8 @@ import torch
 
 from bench.loader import _time_loader
 from pipeline.config import LoaderConfig
-from pipeline.remote import RemoteOptions, add_remote_arguments, remote_options, sibling
-from pipeline.shards import list_shards, scan_shards
+from pipeline.io.remote import RemoteOptions, add_remote_arguments, remote_options, sibling
+from pipeline.io.shard_reader import list_shards, scan_shards
 
 
 def run(out_dir: str, url: str, cfg: LoaderConfig, *, backend: str, samples: int, workers: int, repeats: int,

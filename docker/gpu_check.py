@@ -13,8 +13,8 @@ import torch
 
 import train
 from pipeline import LoaderConfig, build_loader, list_shards
-from pipeline.shards import scan_shards
-from pipeline.stream_cut import _runs
+from pipeline.io.shard_reader import scan_shards
+from pipeline.dali.stream_cut import _runs
 from preprocess import build_shards
 from synthetic.motion import write_motion_dataset
 from synthetic.videos import read_frame_index, write_numbered_video
@@ -96,7 +96,7 @@ def main() -> int:
     def loader_rate(backend: str, num_workers: int, epochs: int = 4):
         """(loader, clips/s, a seeking decoder's decoded frames per returned frame). Each epoch's first batch is
         not timed: it holds the epoch's start-up (DALI pipeline build, worker start), which long epochs amortize."""
-        loader = build_loader(long_shards, PRETEXT, backend=backend, device="cuda", num_workers=num_workers)
+        loader = build_loader(long_shards, PRETEXT, backend=backend, device="cuda", num_workers=num_workers, reuse_host_memory=True)
         records = {r.key: r for r in scan_shards(long_shards)[0]}
         clips, elapsed, seeking, returned = 0, 0.0, 0, 0
         for epoch in range(epochs):

@@ -5,7 +5,7 @@
 #   docker/gpu_check.sh                  # or: docker/run.sh /app/docker/gpu_check.sh
 #
 # 1. identity_vp9 / identity_h264: DALI `mixed` (NVDEC) returns exactly the frames the sampler drew, every
-#    speed in both directions, on frame-numbered VP9 and H.264 shards (streams cut by pipeline/stream_cut.py).
+#    speed in both directions, on frame-numbered VP9 and H.264 shards (streams cut by pipeline/dali/stream_cut.py).
 # 2. mjpeg_routing: MJPEG shards (which the mixed decoder refuses) are routed to a host path, frame-exact.
 # 3. loader_dali_gpu / loader_reference: loader clips/s on 300-frame videos, DALI mixed vs the reference
 #    backend with 16 workers, and DALI's decoded frames per returned frame vs a seeking decoder's.

@@ -2,7 +2,7 @@
 
 from .backbones import BACKBONES, DEFAULT_TGN_GROUPS, build_backbone
 from .heads import ClassifierHead, SpeedClassHead, SpeedSortHead, num_orderings
-from .models import PretextModel, VideoClassifier, load_pretrained_backbone
+from .networks import PretextModel, VideoClassifier, load_pretrained_backbone
 from .tgn import TemporalGroupNorm, convert_sync_batchnorm, temporal_group_sizes, tgn_norm_layer
 
 __all__ = [

@@ -8,9 +8,9 @@ See docs/pipeline.md for the batch format and docs/design.md §2 for the samplin
 
 from pipeline.config import DEFAULT_SPEEDS, ClipConfig, LoaderConfig
 from pipeline.loader import VideoLoader, build_loader
-from pipeline.remote import RemoteOptions
+from pipeline.io.remote import RemoteOptions
 from pipeline.sampler import ClipSet, SpeedSampler, order_label, sample_rng
-from pipeline.shards import BadSampleError, list_shards
+from pipeline.io.shard_reader import BadSampleError, list_shards
 
 __all__ = ["ClipConfig", "DEFAULT_SPEEDS", "LoaderConfig", "build_loader", "VideoLoader", "SpeedSampler", "ClipSet", "order_label", "sample_rng",
            "list_shards", "BadSampleError", "RemoteOptions"]

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from pipeline.config import ClipConfig, LoaderConfig
-from pipeline.remote import RemoteOptions, add_remote_arguments, remote_options
-from pipeline.shards import list_shards
+from pipeline.io.remote import RemoteOptions, add_remote_arguments, remote_options
+from pipeline.io.shard_reader import list_shards
 
 
 def add_clip_arguments(p: argparse.ArgumentParser) -> None:

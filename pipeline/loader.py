@@ -5,25 +5,25 @@ per-sample results, in order: either a :class:`SampleResult` or the :class:`BadS
 sample. This module plans the epoch, assembles full batches from the stream (raising on a bad sample,
 or skipping and counting it with ``skip_bad_samples``) and collates them. Which backend runs is decided by
 ``routing.choose_backend`` from the shards' codecs; the DALI backends produce their batches on a background
-thread (``background.py``), the reference backend in its DataLoader worker processes.
+thread (``dali/background.py``), the reference backend in its DataLoader worker processes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import torch
 
-from pipeline.augment import normalize, normalize_constants
-from pipeline.background import background_batches
+from pipeline.views import normalize, normalize_constants
+from pipeline.dali.background import background_batches
 from pipeline.config import LoaderConfig
 from pipeline.host_memory import keep_freed_memory
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
-from pipeline.remote import RemoteOptions
+from pipeline.stream import SampleStream
+from pipeline.io.remote import RemoteOptions
 from pipeline.routing import CPU_DEFAULT, GPU_DECODE_THREADS, Route, choose_backend, dali_threads
-from pipeline.shards import BadSampleError, scan_shards
+from pipeline.io.shard_reader import BadSampleError, scan_shards
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class VideoLoader:
     """Iterable of batch dicts (see docs/pipeline.md). ``len()`` is the batches per epoch on this rank."""
 
     def __init__(self, records, cfg: LoaderConfig, *, route: Route, rank: int, world_size: int, num_workers: int,
-                 device: torch.device | None, normalized: bool = True, gpu_decode_threads: int = GPU_DECODE_THREADS):
+                 device: torch.device | None, normalized: bool = True, gpu_decode_threads: int = GPU_DECODE_THREADS,
+                 reuse_host_memory: bool = False):
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.device, self.normalized = device, normalized
         self.backend, self.route_reason = route.backend, route.reason
@@ -106,20 +107,21 @@ class VideoLoader:
         self.stats = {"samples": len(records), "excluded": sum(excluded.values()), "excluded_reasons": dict(excluded),
                       "skipped": 0, "skipped_samples": []}
         self._num_rank_samples = len(rank_samples(self.eligible, cfg, epoch=0, rank=rank, world_size=world_size))
+        self._stream: SampleStream
         if route.backend.startswith("dali"):
-            from pipeline.dali_backend import DaliStream
+            from pipeline.dali.stream import DaliStream
 
             device_id = None
             if route.backend == "dali-gpu":
-                device_id = device.index if device is not None and device.type == "cuda" and device.index is not None else int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
+                device_id = _cuda_index(device)
             threads = dali_threads(route.backend, num_workers=num_workers, gpu_decode_threads=gpu_decode_threads)
             self._stream = DaliStream(cfg, device_id=device_id, num_threads=threads)
             self._batch_device = torch.device("cuda", device_id) if device_id is not None else None
         else:
-            from pipeline.reference import ReferenceStream
+            from pipeline.reference.stream import ReferenceStream
 
             self._stream = ReferenceStream(cfg, num_workers=num_workers)
-        if normalized and route.backend != "dali-gpu":  # batches are normalized into fresh host memory here
+        if reuse_host_memory and normalized and route.backend != "dali-gpu":  # batches are normalized into host memory here
             keep_freed_memory()
         if route.reason:
             log.warning("loader: %s", route.reason)
@@ -129,8 +131,7 @@ class VideoLoader:
     @property
     def decoded_frames_per_clip(self) -> float | None:
         """DALI backends: frames the decoder was asked to decode per clip returned, so far (None otherwise)."""
-        clips = getattr(self._stream, "clips", 0)
-        return self._stream.decoded_frames / clips if clips else None
+        return self._stream.decoded_frames_per_clip()
 
     def __len__(self) -> int:
         return num_batches(self._num_rank_samples, self.cfg)
@@ -154,13 +155,10 @@ class VideoLoader:
         if wanted == 0:
             return
         count = wanted * cfg.batch_size
-        if getattr(self._stream, "persistent", False):
-            # training reads epoch after epoch: its workers start on the next one while this one ends
-            upcoming = None if cfg.mode == "eval" else (
-                rank_samples(self.eligible, cfg, epoch=self.epoch + 1, rank=self.rank, world_size=self.world_size), self.epoch + 1, count)
-            stream = self._stream.results(samples, epoch=self.epoch, count=count, upcoming=upcoming)
-        else:
-            stream = self._stream.results(samples, epoch=self.epoch, count=count)
+        # training reads epoch after epoch: a backend with long-lived workers starts on the next one while this one ends
+        upcoming = None if cfg.mode == "eval" else (
+            rank_samples(self.eligible, cfg, epoch=self.epoch + 1, rank=self.rank, world_size=self.world_size), self.epoch + 1, count)
+        stream = self._stream.results(samples, epoch=self.epoch, count=count, upcoming=upcoming)
         try:
             for result in stream:
                 if isinstance(result, BadSampleError):
@@ -185,9 +183,7 @@ class VideoLoader:
 
     def close(self) -> None:
         """Stop the backend's worker processes now (they otherwise live until the loader is garbage-collected)."""
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        self._stream.close()
 
     def _count_skip(self, error: BadSampleError) -> None:
         self.stats["skipped"] += 1
@@ -195,9 +191,17 @@ class VideoLoader:
         log.warning("skipped %s", error)
 
 
+def _cuda_index(device: torch.device | None) -> int:
+    """The GPU index of ``device`` for DALI's ``device_id``: its own index, else the current CUDA device."""
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return device.index
+    return torch.cuda.current_device()
+
+
 def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
                  num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True,
-                 remote: RemoteOptions | None = None, gpu_decode_threads: int = GPU_DECODE_THREADS) -> VideoLoader:
+                 remote: RemoteOptions | None = None, gpu_decode_threads: int = GPU_DECODE_THREADS,
+                 reuse_host_memory: bool = False) -> VideoLoader:
     """A loader over ``shards`` (tar paths or URLs, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
@@ -206,9 +210,15 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     and ``loader.route_reason`` say which ran and why).
     ``num_workers``: DataLoader worker processes (reference) or DALI CPU decoder threads.
     ``gpu_decode_threads``: the DALI ``mixed`` decoder's threads (videos decoded at once on the GPU).
-    ``device``: where training runs; ``cuda`` makes the reference backend pin its batches.
+    ``device``: where training runs; ``cuda`` makes the reference backend pin its batches, and ``cuda:N`` is the
+    GPU the ``mixed`` decoder runs on (``cuda`` without an index, or None: the current CUDA device). The loader
+    reads no environment variable: under torchrun, pass this rank's device.
+    ``reuse_host_memory``: raise glibc malloc's mmap threshold for the whole process so batch buffers are
+    reused instead of faulted in anew per batch (``host_memory.py``; 6x less time normalizing a sample, at the
+    price of keeping peak batch memory mapped). Off by default, because it changes the process, not the
+    loader; ``train.py`` and the benchmarks turn it on.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
-    ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``remote.py``).
+    ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``io/remote.py``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -220,7 +230,8 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     codecs = {str(r.meta.get("codec")) for r in records}
     route = choose_backend(backend, codecs, cuda=torch.cuda.is_available())
     loader = VideoLoader(records, cfg, route=route, rank=rank, world_size=world_size, num_workers=num_workers,
-                         device=device, normalized=normalized, gpu_decode_threads=gpu_decode_threads)
+                         device=device, normalized=normalized, gpu_decode_threads=gpu_decode_threads,
+                         reuse_host_memory=reuse_host_memory)
     for error in bad:
         loader._count_skip(error)
     return loader

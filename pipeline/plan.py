@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.augment import View, assemble_clips, draw_views
+from pipeline.views import View, assemble_clips, draw_views
 from pipeline.config import LoaderConfig
 from pipeline.sampler import ClipSet, SpeedSampler, sample_rng
-from pipeline.shards import BadSampleError, SampleRecord
+from pipeline.io.shard_reader import BadSampleError, SampleRecord
 
 log = logging.getLogger(__name__)
 

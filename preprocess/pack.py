@@ -11,7 +11,7 @@ from shardformat import index_path, read_index
 
 from .inputs import Input, PreprocessError
 from .media import CODECS, EncodeParams, Rejection
-from .shards import Member, PackItem, plan_shards, tar_bytes, write_shard
+from .shard_writer import Member, PackItem, plan_shards, tar_bytes, write_shard
 
 #: A sample ready to pack: its members in tar order, and its frame count.
 Sample = tuple[list[Member], int]

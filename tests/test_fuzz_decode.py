@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from reliability_helpers import PYTHON, REPO, build_tiny_shards, decodable_frames, tar_samples
 
 from pipeline import BadSampleError, LoaderConfig
-from pipeline.reference import load_sample
-from pipeline.shards import scan_shards
+from pipeline.reference.stream import load_sample
+from pipeline.io.shard_reader import scan_shards
 from preprocess.media import EncodeParams, Rejection, SourceInfo, _Reject, check_source, process_video
 from synthetic.videos import write_numbered_video
 

@@ -16,8 +16,8 @@ import torch
 
 from pipeline import LoaderConfig, build_loader, list_shards
 from pipeline.routing import DALI_CPU_CODECS, GPU_DECODE_THREADS, MIXED_CODECS, choose_backend, dali_threads
-from pipeline.shards import scan_shards
-from pipeline.stream_cut import _runs, cut_stream
+from pipeline.io.shard_reader import scan_shards
+from pipeline.dali.stream_cut import _runs, cut_stream
 from pipeline_helpers import build_numbered_shards, frame_numbers
 from synthetic.videos import read_frame_index
 
@@ -82,7 +82,7 @@ def test_mjpeg_shards_on_a_gpu_machine_run_on_a_host_path(mjpeg, monkeypatch, ba
 def test_decoder_options_are_dali_arguments_that_change_its_defaults():
     import nvidia.dali.backend as dali_backend
 
-    from pipeline.dali_backend import decoder_options
+    from pipeline.dali.stream import decoder_options
 
     schema = dali_backend.GetSchema("decoders__Video")
     mixed = decoder_options(mixed=True)
@@ -95,7 +95,7 @@ def test_decoder_options_are_dali_arguments_that_change_its_defaults():
 
 
 def test_frame_past_the_end_is_an_error_not_a_black_frame(vp9_long):
-    from pipeline.dali_backend import build_decode_pipeline
+    from pipeline.dali.stream import build_decode_pipeline
 
     record = scan_shards(vp9_long)[0][0]
     pipe = build_decode_pipeline(batch_size=1, num_threads=1, device_id=None)
@@ -166,7 +166,7 @@ def test_dali_decode_work_is_bounded_and_frames_exact(vp9_long):
 
 # ---------------------------------------------------------------- background batches (finding 6)
 def test_background_batches_keep_order_raise_and_stop():
-    from pipeline.background import background_batches
+    from pipeline.dali.background import background_batches
 
     assert [b["i"] for b in background_batches(lambda: ({"i": i} for i in range(7)))] == list(range(7))
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline import LoaderConfig, build_loader, list_shards
-from pipeline.augment import ClipWriter, View, assemble_clips
+from pipeline.views import ClipWriter, View, assemble_clips
 from pipeline_helpers import VIDEOS, build_numbered_shards, frame_numbers
 
 BACKENDS = ["reference", "dali"]
@@ -229,9 +229,9 @@ def test_a_worker_output_ring_hands_out_free_slots_only_and_gets_them_back(shard
     """A worker's clips go into a free slot of its ring, which stays busy until the training process frees
     it; a full ring or another shape gives None (the worker then allocates); a sample that fails while
     being written gives its slot back."""
-    from pipeline.augment import clip_shape
-    from pipeline.reference import OutputRing, load_sample
-    from pipeline.shards import BadSampleError, scan_shards
+    from pipeline.views import clip_shape
+    from pipeline.reference.stream import OutputRing, load_sample
+    from pipeline.io.shard_reader import BadSampleError, scan_shards
 
     ring = OutputRing(2)
     a, b = ring.take((1, 2, 3, 3, 3)), ring.take((1, 2, 3, 3, 3))
@@ -273,7 +273,7 @@ def test_normalized_output_is_standardized_uint8(shards):
 def test_collator_normalizes_each_sample_into_the_batch_and_releases_it():
     """The loader's batch is ``normalize`` of the stacked clips, built one sample at a time; each result's
     ``release`` is called once its clips are in the batch, and the last, smaller batch is cut to size."""
-    from pipeline.augment import normalize
+    from pipeline.views import normalize
     from pipeline.loader import Collator
     from pipeline.plan import SampleResult
 
@@ -348,7 +348,7 @@ def test_gather_clips_is_assemble_clips_for_a_whole_batch():
     """The DALI GPU path's batched cut (one resize and one gather per group of equal sizes) gives exactly what
     ``assemble_clips`` gives sample by sample: mixed frame sizes, resized and not, flips, repeated frames,
     samples with different clip counts. Checked on the CPU (the same torch ops run on CUDA there)."""
-    from pipeline.augment import assemble_batch, gather_clips
+    from pipeline.views import assemble_batch, gather_clips
 
     rng = np.random.default_rng(3)
     samples = []  # (frames, positions, views)
@@ -390,8 +390,8 @@ def test_yuv_clip_writer_is_bit_identical_to_converting_whole_frames(size, color
     edge, flips, repeated frames; boxes of 10, 12 and 18 pixels (the tall frame is widened to 16 or 32);
     into a new tensor or a channel-first ring slot. A second sample of the same shape (it reuses the
     first's tall frame) is exact too."""
-    from pipeline.decode import rgb_view
-    from pipeline.yuv_clips import YuvClipWriter
+    from pipeline.reference.decode import rgb_view
+    from pipeline.reference.yuv_clips import YuvClipWriter
 
     rng = np.random.default_rng(size)
     height, width = 20, 22
@@ -420,7 +420,7 @@ def test_yuv_clip_writer_is_bit_identical_to_converting_whole_frames(size, color
 def test_yuv_clip_writer_declines_what_it_cannot_cut():
     import av
 
-    from pipeline.yuv_clips import YuvClipWriter
+    from pipeline.reference.yuv_clips import YuvClipWriter
 
     views = [View((16, 22), 0, 0, 14, False)]
     assert YuvClipWriter.accepts(av.VideoFrame(22, 16, "yuv420p"), views)
@@ -433,9 +433,9 @@ def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
     """resize == the stored short side (128): the reference backend copies crops straight from each decoded
     frame (in a worker, into shared memory); the clips equal those of the stack-then-cut path exactly, and
     agree with DALI's within decoder tolerance."""
-    from pipeline.decode import pyav_union_frames
+    from pipeline.reference.decode import pyav_union_frames
     from pipeline.plan import finish_sample, plan_sample
-    from pipeline.shards import scan_shards
+    from pipeline.io.shard_reader import scan_shards
 
     common = dict(seed=6, resize=128, crop_size=96, augment=True)
     _, ref = run(shards, "reference", num_workers=1, **common)
@@ -453,7 +453,7 @@ def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
             assert torch.equal(a["clips"][i], stacked.clips)
     assert worst <= PIXEL_TOLERANCE
 
-    import pipeline.reference as reference
+    import pipeline.reference.stream as reference
 
     def no_stacking(*args, **kwargs):
         raise AssertionError("the direct path stacked the frames")
@@ -468,7 +468,7 @@ def test_augmented_clips_use_the_drawn_views(shards):
     from the sample's generator), windows are within the frame and vary between clips."""
     from bench.peers import torchcodec_frames
     from pipeline.plan import plan_sample
-    from pipeline.shards import scan_shards
+    from pipeline.io.shard_reader import scan_shards
 
     cfg = LoaderConfig(**{**RAW, "augment": True, "resize": 64, "crop_size": 48, "seed": 9})
     loader = build_loader(shards, cfg, backend="dali", num_workers=1, normalized=False)
@@ -649,7 +649,7 @@ def test_train_mode_one_labelled_speed1_clip(shards, key_info, backend):
 @pytest.fixture(scope="module")
 def long_record(tmp_path_factory):
     """One 1,200-frame frame-numbered video (about 160 KB as VP9, GOP 16) in a shard."""
-    from pipeline.shards import scan_shards
+    from pipeline.io.shard_reader import scan_shards
 
     out = build_numbered_shards(tmp_path_factory.mktemp("long_video"), videos={"long": ("walk", 1200)})
     (record,), _ = scan_shards(list_shards(out))
@@ -660,7 +660,7 @@ def long_record(tmp_path_factory):
 def test_reference_decode_reads_only_the_packets_it_needs(long_record, gop):
     """Frames far apart in a long video come back exactly (frame numbers), whatever the GOP hint that
     decides when to seek, and reading them touches a fraction of the file (the seeks skip the rest)."""
-    from pipeline.decode import pyav_union_decode
+    from pipeline.reference.decode import pyav_union_decode
 
     record, size = long_record, long_record.members[long_record.video_ext][1]
     wanted = [3, 4, 5, 600, 601, 1150, 1199]
@@ -692,7 +692,7 @@ def test_profile_loader_reports_the_worker_and_training_process_costs(shards):
     the costs per sample of a real loader run, the worker processes' CPU found through their pids."""
     import platform
 
-    from pipeline.shards import scan_shards
+    from pipeline.io.shard_reader import scan_shards
     from bench.profile_loader import training_process_costs, worker_profile
 
     cfg = LoaderConfig(num_frames=8, speeds=(-2, -1, 1, 2), num_clips=2, batch_size=2, resize=64, crop_size=64)

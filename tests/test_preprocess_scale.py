@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.shards import list_shards, scan_shards
+from pipeline.io.shard_reader import list_shards, scan_shards
 from preprocess import build_shards
 from preprocess.cli import main as preprocess_main
 from preprocess.build import PreprocessError

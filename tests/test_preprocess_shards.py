@@ -1,4 +1,4 @@
-"""preprocess.shards on its own: the shard plan, tar sizes, index format, write ordering under a crash."""
+"""preprocess.shard_writer on its own: the shard plan, tar sizes, index format, write ordering under a crash."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from preprocess_helpers import read_samples
 
-from preprocess.shards import Member, PackItem, plan_shards, tar_bytes, tar_file_bytes, write_shard
+from preprocess.shard_writer import Member, PackItem, plan_shards, tar_bytes, tar_file_bytes, write_shard
 import shardformat.files
 from shardformat import read_index
 

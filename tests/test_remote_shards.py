@@ -1,4 +1,4 @@
-"""Shards read over HTTP (``pipeline/remote.py``) from a real nginx on 127.0.0.1: identical batches to a
+"""Shards read over HTTP (``pipeline/io/remote.py``) from a real nginx on 127.0.0.1: identical batches to a
 local read on both backends, the requests each sample costs (from nginx's access log), the local cache,
 and a fault-injecting proxy in front of nginx: retries, then named skips past the bound, never a hang."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline import BadSampleError, LoaderConfig, RemoteOptions, build_loader, list_shards
-from pipeline.shards import scan_shards
+from pipeline.io.shard_reader import scan_shards
 from pipeline_helpers import build_numbered_shards
 from remote_helpers import NGINX, FaultProxy, Nginx
 

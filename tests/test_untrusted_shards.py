@@ -2,7 +2,7 @@
 naming the shard (and key), nothing is ever written outside the run folder, and a member that declares a
 huge size is refused before anything is read or allocated.
 
-Both backends read shards through the same code (``pipeline.shards``: the index reader, or a ``tarfile``
+Both backends read shards through the same code (``pipeline.io.shard_reader``: the index reader, or a ``tarfile``
 scan when a tar has no index, then ``SampleRecord.read``); the per-sample read is exercised through
 ``build_loader`` with each backend."""
 
@@ -19,7 +19,7 @@ import pytest
 from reliability_helpers import REPO, build_tiny_shards, tar_samples
 
 from pipeline import BadSampleError, LoaderConfig, build_loader
-from pipeline.shards import scan_shards
+from pipeline.io.shard_reader import scan_shards
 
 CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
 
@@ -229,7 +229,7 @@ def test_the_loader_reads_no_tar_member_names_as_paths(tmp_path, good):
 
 def test_an_oversized_json_member_is_refused_before_reading(tmp_path, good):
     """Every json is read at start-up, so a shard of huge json members must not be read into memory."""
-    from pipeline.shards import MAX_JSON_BYTES
+    from pipeline.io.shard_reader import MAX_JSON_BYTES
 
     blob = b'{"frames": 24, "width": 96, "height": 64, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
     error = _scan_error(_tar(tmp_path / "s.tar", [("clip.mp4", good["mp4"], {}), ("clip.json", blob, {})]))

@@ -12,12 +12,12 @@ DALI rejects bad bytes by throwing, which leaves the pipeline unusable. When tha
 rebuilt and the samples that were in flight are decoded one by one, so the culprit is named (or skipped).
 
 Decode work is bounded: DALI's decoders do not seek, so each sample's stream is first cut to the packets
-its clips need (``stream_cut.py``) and DALI decodes that from its start. ``pad_mode="none"`` makes a frame
+its clips need (``dali/stream_cut.py``) and DALI decodes that from its start. ``pad_mode="none"`` makes a frame
 index past the end an error instead of a black frame. On a GPU, ``num_threads`` is the ``mixed`` decoder's
 thread pool (videos decoded at once, sized for NVDEC, not the CPU), threads are not pinned to cores
 (``affine=False``: under DDP every rank's pool would pin to the same first cores), and outputs are taken
 on the consumer's CUDA stream and wrapped with DLPack (no device copy), and a batch's clips are cut in a
-few kernels for all its samples at once (``augment.assemble_batch``).
+few kernels for all its samples at once (``views.assemble_batch``).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from pipeline.config import LoaderConfig
-from pipeline.augment import assemble_batch
+from pipeline.views import assemble_batch
 from pipeline.plan import check_decoded, drive, plan_sample, sample_result, work_item
-from pipeline.shards import BadSampleError, SampleRecord
-from pipeline.stream_cut import cut_stream
+from pipeline.io.shard_reader import BadSampleError, SampleRecord
+from pipeline.dali.stream_cut import cut_stream
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class DaliStream:
 
     def _merge(self, entries, outputs) -> list:
         """Results of a scheduled batch: shape checks per sample, then the clips of all good samples cut in
-        one call (``augment.assemble_batch``: a few kernels per batch on a GPU)."""
+        one call (``views.assemble_batch``: a few kernels per batch on a GPU)."""
         (frames,) = outputs
         results, good, j = [], [], 0
         for entry in entries:
@@ -191,8 +191,22 @@ class DaliStream:
             log.warning("DALI failed on a batch but on none of its samples alone: %s", failure)
         return flat
 
-    def results(self, samples: list[SampleRecord], *, epoch: int, count: int):
-        """Per-sample results in reading order (see ``plan.drive``)."""
+    def decoded_frames_per_clip(self) -> float | None:
+        return self.decoded_frames / self.clips if self.clips else None
+
+    def close(self) -> None:
+        """Let go of the pipeline and the reader threads (DALI's own threads end with the pipeline)."""
+        if self._released is not None:
+            self._released.synchronize()
+            self._released = None
+        self._pipe = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+
+    def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming=None):
+        """Per-sample results in reading order (see ``plan.drive``); ``upcoming`` is not used (the pipeline
+        decodes a batch ahead within a pass only)."""
         if self._released is not None:  # the old pipeline's buffers go away with it: finish reading them first
             self._released.synchronize()
             self._released = None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from pipeline.shards import BadSampleError, SampleRecord, check_stream, video_stream
+from pipeline.io.shard_reader import BadSampleError, SampleRecord, check_stream, video_stream
 
 #: container format of a sample's video member (preprocess writes these extensions)
 FORMATS = {"mp4": "mp4", "avi": "avi", "webm": "webm", "mkv": "matroska"}

@@ -16,7 +16,7 @@ of 16 (with FFmpeg 8.1 the columns past the last multiple of 16 come out zero), 
 widened to one; the extra columns are never read.
 
 Used by the reference backend when the stored frames need no resize (see ``reference.py``); frames in any
-other pixel format, or too small for the widened box, go through :class:`augment.ClipWriter` instead.
+other pixel format, or too small for the widened box, go through :class:`pipeline.views.ClipWriter` instead.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from pipeline.augment import View, clip_buffer
+from pipeline.views import View, clip_buffer
 
 #: The pixel format this path handles (VP9/H.264 shards decode to it).
 FORMAT = "yuv420p"
@@ -75,7 +75,7 @@ def _tall_frame(box: int, rows: int) -> tuple:
 
 
 class YuvClipWriter:
-    """Same contract as :class:`augment.ClipWriter` (``put``, ``missing``, ``clips``), but ``put`` takes
+    """Same contract as :class:`pipeline.views.ClipWriter` (``put``, ``missing``, ``clips``), but ``put`` takes
     the decoded ``av.VideoFrame`` (yuv420p) and the RGB conversion happens in :meth:`finish`."""
 
     @staticmethod

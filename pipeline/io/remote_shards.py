@@ -4,7 +4,7 @@ each shard's index (one read; a remote tar is never scanned) and its samples' js
 
 from __future__ import annotations
 
-from pipeline.remote import RemoteOptions, RemoteReadError, is_url, join, read, read_many, sibling
+from pipeline.io.remote import RemoteOptions, RemoteReadError, is_url, join, read, read_many, sibling
 from shardformat import IndexMember, label_names as local_label_names, load_manifest, names_in_label_order, parse_index, parse_manifest
 from shardformat.manifest import MANIFEST_NAME
 

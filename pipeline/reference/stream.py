@@ -9,8 +9,8 @@ to the loader's ``resize``, the usual case), each decoded frame's crops are copi
 sample's output tensor, a slot of the worker's shared-memory ring (:class:`OutputRing`), which the
 training process maps once and normalizes each sample out of, into its batch. For yuv420p frames the crops
 are cut in YUV and only they are converted to RGB, one call per sample (``yuv_clips.YuvClipWriter``); other
-formats are converted whole and cut (``augment.ClipWriter``). Otherwise the frames are stacked, resized
-once and cut (``augment.assemble_clips``), exactly as the DALI backend does."""
+formats are converted whole and cut (``views.ClipWriter``). Otherwise the frames are stacked, resized
+once and cut (``views.assemble_clips``), exactly as the DALI backend does."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from pipeline.augment import ClipWriter, clip_buffer, clip_shape, needs_resize
+from pipeline.views import ClipWriter, clip_buffer, clip_shape, needs_resize
 from pipeline.config import LoaderConfig
-from pipeline.decode import pyav_union_decode, pyav_union_frames, rgb_view, torchcodec_decoder
+from pipeline.reference.decode import pyav_union_decode, pyav_union_frames, rgb_view, torchcodec_decoder
 from pipeline.plan import SamplePlan, SampleResult, drive, finish_sample, plan_sample, sample_result, work_item
-from pipeline.shards import BadSampleError, SampleRecord, check_stream
-from pipeline.yuv_clips import YuvClipWriter
+from pipeline.io.shard_reader import BadSampleError, SampleRecord, check_stream
+from pipeline.reference.yuv_clips import YuvClipWriter
 
 
 def load_sample(record: SampleRecord, repeat: int, cfg: LoaderConfig, epoch: int, *, ring: OutputRing | None = None):
@@ -287,8 +287,6 @@ class ReferenceStream:
     are the same as a fresh pool's: every item is determined by (record, repeat, epoch), and each epoch's
     results come in item order; results of a reading nobody asks for are dropped."""
 
-    persistent = True  # VideoLoader passes ``upcoming``
-
     def __init__(self, cfg: LoaderConfig, *, num_workers: int):
         self.cfg, self.num_workers = cfg, num_workers
         self._dispatch = _Dispatch()
@@ -297,6 +295,9 @@ class ReferenceStream:
         self._rings: dict[int, tuple[torch.Tensor, object]] = {}  # worker id -> its OutputRing's (clips, busy flags)
         self._next_ident = 0
         self.held = 0  # ring slots of results received here and not yet released
+
+    def decoded_frames_per_clip(self) -> None:
+        return None  # PyAV's seeking is not counted
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming: tuple | None = None):
         """Per-sample results in reading order (the items of ``plan.drive``). ``upcoming``: (samples, epoch,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import av
 
-from pipeline.remote import RemoteOptions, RemoteReadError, is_url
-from pipeline.remote import read as read_remote
-from pipeline.remote_shards import list_remote_shards, read_jsons, read_remote_index
+from pipeline.io.remote import RemoteOptions, RemoteReadError, is_url
+from pipeline.io.remote import read as read_remote
+from pipeline.io.remote_shards import list_remote_shards, read_jsons, read_remote_index
 from shardformat import index_path, read_index, split_tars
 
 log = logging.getLogger(__name__)
