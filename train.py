@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
-from pipeline import ClipConfig, LoaderConfig, RemoteOptions, build_loader, list_shards
+from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
+from pipeline.io.remote import remote_options
 from pipeline.io.remote_shards import label_names
 from shardformat import atomic_write
 from training import checkpoint, distributed
@@ -66,15 +67,9 @@ def _clip_settings(data: dict) -> dict:
     return {k: v for k, v in data.items() if k in keep}
 
 
-def remote_options(cfg: TrainConfig) -> RemoteOptions:
-    """How shards are read when --data is a URL."""
-    d = cfg.data
-    return RemoteOptions.from_cli(d.storage_options, d.shard_cache, retries=d.read_retries, timeout_s=d.read_timeout)
-
-
 def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: LoaderConfig):
     """This rank's loader over ``split`` of ``--data`` (a folder or a URL)."""
-    remote = remote_options(cfg)
+    remote = remote_options(cfg.data)  # the data options carry the same names as the CLI's remote options
     return build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
                         rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
                         remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True)
@@ -145,7 +140,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
     total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
-    classes = None if pretrain else label_names(cfg.data.data, remote_options(cfg))
+    classes = None if pretrain else label_names(cfg.data.data, remote_options(cfg.data))
 
     # ---- model (same init on every rank; DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.run.seed)

@@ -27,6 +27,7 @@ import torch
 
 from bench.loader import _time_loader
 from pipeline.config import LoaderConfig
+from pipeline.routing import BACKENDS
 from pipeline.io.remote import RemoteOptions, add_remote_arguments, remote_options, sibling
 from pipeline.io.shard_reader import list_shards, scan_shards
 
@@ -71,7 +72,7 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="OUT folder of preprocess on local disk")
     parser.add_argument("url", help="the same folder served over HTTP (or any fsspec URL)")
-    parser.add_argument("--backend", choices=("reference", "dali"), default="reference")
+    parser.add_argument("--backend", choices=BACKENDS, default="reference")
     parser.add_argument("--workers", type=int, default=2, help="reference worker processes / DALI CPU threads")
     parser.add_argument("--samples", type=int, default=36, help="samples timed per method and round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (every method once per round); medians are reported")

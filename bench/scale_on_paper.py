@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import ClipConfig
+from training.presets import DATASET_VIDEOS
 
 # Published figures: value, unit, source (title). Kept apart from anything measured here.
 PUBLISHED = {
@@ -45,8 +46,8 @@ MEASURED_CPU_TRAIN_CLIPS_PER_S = 0.3  # R3D-18-shaped, 16x112x112, fwd+bwd, 2 th
 
 @dataclass(frozen=True)
 class Assumptions:
-    videos: int = 240_000
-    """Kinetics-400 train videos."""
+    videos: int = DATASET_VIDEOS["kinetics400"]["train"]
+    """Kinetics-400 train videos (as published; ``training.presets.DATASET_VIDEOS``)."""
     seconds: float = 10.0
     """Length of a video, s."""
     fps: float = 30.0

@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.config import ClipConfig, LoaderConfig
 from pipeline.io.remote import RemoteOptions, add_remote_arguments, remote_options
 from pipeline.io.shard_reader import list_shards
+from pipeline.routing import BACKENDS
 
 
 def add_clip_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
 
     p = sub.add_parser("preview", help="write DIR/clips.npz and DIR/preview.png for the first N samples")
     add_clip_arguments(p)
-    p.add_argument("--backend", choices=("dali", "reference"), default="reference")
+    p.add_argument("--backend", choices=BACKENDS, default="reference")
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--no-augment", action="store_true", help="resize the whole frame to the output size: no crop, no flip")
     p.add_argument("--out", type=Path, required=True)

@@ -22,12 +22,11 @@ from pipeline.host_memory import keep_freed_memory
 from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samples
 from pipeline.stream import SampleStream
 from pipeline.io.remote import RemoteOptions
-from pipeline.routing import CPU_DEFAULT, GPU_DECODE_THREADS, Route, choose_backend, dali_threads
+from pipeline.routing import BACKENDS, CPU_DEFAULT, GPU_DECODE_THREADS, Route, check_backend, choose_backend, dali_threads
 from pipeline.io.shard_reader import BadSampleError, scan_shards
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "dali", "reference")
 __all__ = ["BACKENDS", "CPU_DEFAULT", "Collator", "VideoLoader", "build_loader"]
 
 
@@ -220,8 +219,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
     ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``io/remote.py``).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_backend(backend)  # before the shards are scanned
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if isinstance(device, str):

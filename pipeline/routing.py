@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Backends a caller may ask for: ``auto`` picks one from the machine and the codecs (:func:`choose_backend`).
+BACKENDS = ("auto", "dali", "reference")
+
 #: codec names as libavcodec (and so the samples' json ``codec``) spells them
 MIXED_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", "av1"})
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
@@ -37,6 +40,12 @@ class Route:
     """Why this path, in words (logged; empty when it is simply what was asked for)."""
 
 
+def check_backend(requested: str) -> None:
+    """Raise ValueError unless ``requested`` is one of :data:`BACKENDS`."""
+    if requested not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {requested!r}")
+
+
 def choose_backend(requested: str, codecs: set[str], *, cuda: bool) -> Route:
     """The path for ``requested`` (``auto``, ``dali`` or ``reference``) over samples of ``codecs``.
 
@@ -45,8 +54,7 @@ def choose_backend(requested: str, codecs: set[str], *, cuda: bool) -> Route:
     only when that takes every codec, else the reference backend). Without a GPU, ``dali`` is DALI's CPU
     decoder whatever the codecs: a sample it cannot decode is a named per-sample error, as for bad bytes.
     """
-    if requested not in ("auto", "dali", "reference"):
-        raise ValueError(f"backend must be auto, dali or reference, got {requested!r}")
+    check_backend(requested)
     if requested == "reference":
         return Route("reference", "")
     if not cuda:

@@ -1,13 +1,12 @@
-"""Packing: staged outcomes in, shards out. Each ``KEY.json`` is written here (fields: docs/design.md §1);
+"""Packing: staged outcomes in, shards out. Each ``KEY.json`` is made here (its schema: ``shardformat/sample.py``);
 samples are shuffled by seed from key order and cut into shards, so the video-to-shard assignment
 depends only on the inputs, the parameters and the seed, never on worker count or completion order."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from shardformat import index_path, read_index
+from shardformat import encode_sample_json, index_path, read_index, split_member_name
 
 from .inputs import Input, PreprocessError
 from .media import CODECS, EncodeParams, Rejection
@@ -26,7 +25,7 @@ def sample_json(item: Input, seg: dict, *, params: EncodeParams, label: int | No
         "video_id": item.key, "segment_start": seg["segment_start"], "segment_index": seg["segment_index"],
         "num_segments": segments,
     }
-    return (json.dumps(info, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return encode_sample_json(info)
 
 
 def collect_samples(unique: dict[str, Input], outcomes: dict[str, dict], plan_rejects: list[tuple[str, Rejection]], *,
@@ -84,6 +83,6 @@ def write_split_shards(out: Path, split: str, samples: dict[str, Sample], *, see
 
 def _index_keys(idx_path: Path) -> list[str] | None:
     try:
-        return [members[0].name.rsplit(".", 1)[0] for members in read_index(idx_path)]
+        return [split_member_name(members[0].name)[0] for members in read_index(idx_path)]
     except ValueError:
         return None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shardformat import IndexMember, atomic_file, atomic_write, format_index
+from shardformat import IndexMember, atomic_file, atomic_write, format_index, member_name
 
 _TAR_BLOCK = 512
 
@@ -82,7 +82,7 @@ def write_shard(tar_path: Path, idx_path: Path, samples: Sequence[tuple[str, Seq
             for key, members in samples:
                 index.append([])
                 for member in members:
-                    name = f"{key}.{member.ext}"
+                    name = member_name(key, member.ext)
                     info = tarfile.TarInfo(name)
                     info.size, info.mtime, info.mode = member.size, 0, 0o444
                     info.uname = info.gname = ""

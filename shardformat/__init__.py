@@ -5,7 +5,7 @@ importing none of them. The format itself is described in docs/design.md §1.
 A shard set ``OUT/`` holds:
 
 - ``shards/{split}-{NNNNNN}.tar``: WebDataset tars, one sample per video (``KEY.mp4|webm|avi``,
-  ``KEY.json``, ``KEY.cls``);
+  ``KEY.json``, ``KEY.cls``; names and the json schema: :mod:`shardformat.sample`);
 - ``shards/{split}-{NNNNNN}.idx``: the DALI index of each tar (:mod:`shardformat.index`);
 - ``manifest.json``: parameters, tool versions, every shard with its sample and frame counts, and the
   label map shared by all splits (:mod:`shardformat.manifest`);
@@ -16,11 +16,19 @@ Every file is published atomically (:mod:`shardformat.files`).
 
 from shardformat.files import FileLockedError, atomic_file, atomic_write, fsync_dir, locked
 from shardformat.index import INDEX_VERSION, IndexMember, format_index, index_path, parse_index, read_index
+from shardformat.sample import (
+    SAMPLE_FIELDS,
+    VIDEO_EXTS,
+    VIDEO_FORMATS,
+    encode_sample_json,
+    member_name,
+    sample_json_problem,
+    split_member_name,
+)
 from shardformat.manifest import (
     MANIFEST_FORMAT,
     ManifestError,
     check_label_map,
-    label_names,
     load_manifest,
     manifest_lock,
     names_in_label_order,
@@ -32,6 +40,7 @@ from shardformat.manifest import (
 __all__ = [
     "FileLockedError", "atomic_file", "atomic_write", "fsync_dir", "locked",
     "INDEX_VERSION", "IndexMember", "format_index", "index_path", "parse_index", "read_index",
-    "MANIFEST_FORMAT", "ManifestError", "check_label_map", "label_names", "load_manifest", "manifest_lock", "names_in_label_order", "parse_manifest",
+    "MANIFEST_FORMAT", "ManifestError", "check_label_map", "load_manifest", "manifest_lock", "names_in_label_order", "parse_manifest",
     "save_manifest", "split_tars",
+    "SAMPLE_FIELDS", "VIDEO_EXTS", "VIDEO_FORMATS", "encode_sample_json", "member_name", "sample_json_problem", "split_member_name",
 ]

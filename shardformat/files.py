@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,8 +23,9 @@ def fsync_dir(path: Path) -> None:
 
 def temp_name(path: Path) -> Path:
     """The temporary name ``path`` is written under before its rename: hidden, in the same folder (so
-    the rename is atomic), and tagged with the writer's pid (so concurrent writers do not collide)."""
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    the rename is atomic), and tagged with the writer's pid and thread (so concurrent writers, processes or
+    threads, do not collide)."""
+    return path.with_name(f".{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
 
 
 @contextlib.contextmanager

@@ -70,14 +70,6 @@ def check_label_map(label_map: dict, source: str) -> None:
         raise ManifestError(f"{source}: label map gives two names the same integer")
 
 
-def label_names(out: str | Path) -> list[str]:
-    """Class names in label order (index = label), for a shard set whose labels are exactly 0..C-1."""
-    path = Path(out) / MANIFEST_NAME
-    if not path.exists():
-        raise ManifestError(f"{path} not found: a labelled shard set written by `preprocess` is needed")
-    return names_in_label_order(load_manifest(out)["label_map"], str(path))
-
-
 def names_in_label_order(label_map: dict, source: str) -> list[str]:
     """Class names in label order (index = label) of a label map whose labels are exactly 0..C-1."""
     check_label_map(label_map, source)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_helpers import build_tiny_shards, tar_samples  # noqa: E402
 
 from pipeline import LoaderConfig, build_loader  # noqa: E402
+from pipeline.routing import BACKENDS  # noqa: E402
 
 
 def _children(pid: int) -> list[int]:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batches", type=int, default=2000, help="stop after this many batches")
     parser.add_argument("--time-cap", type=float, default=180.0, help="or after this many seconds")
-    parser.add_argument("--backend", choices=("reference", "dali"), default="reference")
+    parser.add_argument("--backend", choices=BACKENDS, default="reference")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (reference) or DALI threads")
     parser.add_argument("--batch-size", type=int, default=4, help="videos per batch (3 clips of 4x32x32 each)")
     parser.add_argument("--copies", type=int, default=50, help="times each of the 8 videos appears in the shard")

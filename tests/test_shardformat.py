@@ -16,13 +16,20 @@ from shardformat import (
     atomic_file,
     atomic_write,
     format_index,
-    label_names,
+    SAMPLE_FIELDS,
+    VIDEO_EXTS,
+    encode_sample_json,
     load_manifest,
+    member_name,
+    sample_json_problem,
+    split_member_name,
     parse_index,
     read_index,
     save_manifest,
     split_tars,
 )
+
+from pipeline.io.remote_shards import label_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +124,52 @@ def test_imports_follow_the_data(files, forbidden):
         for path in paths:
             bad = _imported_packages(path) & forbidden
             assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def _sample_info(**changes) -> dict:
+    info = {name: None for name in SAMPLE_FIELDS}
+    info.update(frames=48, fps=25.0, fps_rational="25/1", width=170, height=128, codec="vp9", gop=16, source="a/b.mp4",
+                label=2, label_name="walk", video_id="k", segment_start=0, segment_index=0, num_segments=1)
+    info.update(changes)
+    return info
+
+
+def test_the_sample_json_is_the_schema_in_sorted_order_on_one_line():
+    data = encode_sample_json(_sample_info(label_name="läuft"))
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    parsed = json.loads(data)
+    assert list(parsed) == sorted(SAMPLE_FIELDS) and parsed["label_name"] == "läuft"
+    assert "läuft".encode() in data  # UTF-8, not \u escapes
+    assert sample_json_problem(parsed) is None
+
+
+@pytest.mark.parametrize("changes, problem", [({"frames": 0}, "'frames' must be a positive int"),
+                                              ({"width": True}, "'width' must be a positive int"),
+                                              ({"label": -1}, "'label' must be a non-negative int or null")])
+def test_the_writer_and_the_reader_refuse_the_same_bad_json(changes, problem):
+    info = _sample_info(**changes)
+    assert problem in sample_json_problem(info)
+    with pytest.raises(ValueError, match=problem):
+        encode_sample_json(info)
+
+
+def test_the_writer_refuses_a_field_outside_the_schema():
+    with pytest.raises(ValueError, match="unknown \\['extra'\\]"):
+        encode_sample_json({**_sample_info(), "extra": 1})
+    with pytest.raises(ValueError, match="missing \\['gop'\\]"):
+        encode_sample_json({k: v for k, v in _sample_info().items() if k != "gop"})
+    assert sample_json_problem([1]) == "json is a list, not an object"
+
+
+@pytest.mark.parametrize("name, parts", [("abc.mp4", ("abc", "mp4")), ("dir/abc.seg.json", ("dir/abc", "seg.json")),
+                                         ("d.v2/abc.cls", ("d.v2/abc", "cls")), ("noext", None)])
+def test_member_names_split_by_webdatasets_rule(name, parts):
+    assert split_member_name(name) == parts
+    if parts:
+        assert member_name(*parts) == name
+
+
+def test_every_codec_preprocess_writes_has_a_video_extension_readers_know():
+    from preprocess.media import CODECS
+
+    assert {codec.ext for codec in CODECS.values()} <= set(VIDEO_EXTS)

@@ -19,11 +19,14 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 
+from model.backbones import BACKBONES, DEFAULT_TGN_GROUPS
 from pipeline.config import ClipConfig
+from pipeline.io.remote import RemoteOptions
+from pipeline.routing import BACKENDS, GPU_DECODE_THREADS
 from training.presets import PRESETS, preset_names
 
 MODES = ("pretrain", "finetune", "eval")
-ARCHS = ("c3d", "r3d_18", "r2plus1d_18")
+ARCHS = tuple(BACKBONES)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -49,7 +52,7 @@ class DataConfig(ClipConfig):
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
     """Loader worker processes (or DALI CPU decoder threads) per rank."""
-    gpu_decode_threads: int = 12
+    gpu_decode_threads: int = GPU_DECODE_THREADS
     """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
@@ -57,14 +60,14 @@ class DataConfig(ClipConfig):
     """When --data is a URL (https://, s3://, gs://, ...): fsspec storage options as a JSON object. Stored in config.json and checkpoints, so give credentials through the environment instead."""
     shard_cache: str = ""
     """When --data is a URL: local folder keeping every member read, so later epochs make no requests (empty = no cache)."""
-    read_retries: int = 4
+    read_retries: int = RemoteOptions.retries
     """When --data is a URL: retries of a failed read (with backoff) before the sample counts as bad."""
-    read_timeout: float = 30.0
+    read_timeout: float = RemoteOptions.timeout_s
     """When --data is a URL: limit on one read, in seconds."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.backend in ("auto", "dali", "reference"), f"backend must be auto, dali or reference, got {self.backend!r}")
+        _check(self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
         _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
@@ -81,7 +84,7 @@ class ModelConfig:
     """Channels of the backbone's first stage (64 = the published networks; 8-16 for CPU demos)."""
     norm: str = "bn"
     """Normalization: bn (BatchNorm3d) or tgn (temporal group normalization)."""
-    tgn_groups: tuple[int, ...] = (4, 4, 2, 1, 1)
+    tgn_groups: tuple[int, ...] = DEFAULT_TGN_GROUPS
     """TGN: temporal groups per stage (1 = plain batch norm)."""
     head: str = "both"
     """Pretext loss: sort (permutation that sorts the clips by speed), speed (each clip's speed), or both (sum)."""

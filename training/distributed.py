@@ -60,16 +60,7 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
-def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
-    """Mean over ranks of each scalar in ``values`` (for logging), in one collective."""
-    if not info.enabled:
-        return dict(values)
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
-    dist.all_reduce(t)
-    return dict(zip(values, (t / info.world_size).tolist()))
-
-
-def all_reduce_mean_tensor(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean over ranks of a tensor of logging values (float64), in one collective and without a host sync."""
     values = values.double()
     if info.enabled:

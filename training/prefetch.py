@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from pipeline.cuda_handover import hand_over
+
 
 def _next(source: Iterator[dict]) -> dict | None:
     # A torch DataLoader draws its workers' base seed from the global RNG when an epoch starts. Forking
@@ -56,14 +58,11 @@ class Prefetcher:
         start = time.perf_counter()
         pending = self._load(source, side)
         while pending is not None:
-            compute = torch.cuda.current_stream(self.device)
-            compute.wait_stream(side)  # the copy of `pending` is finished before compute reads it
+            hand_over(pending, side, torch.cuda.current_stream(self.device))  # the copy is finished before compute reads it
             batch = {}
             for key, value in pending.items():
-                if isinstance(value, torch.Tensor):
-                    value.record_stream(compute)
-                    if self.channels_last and value.dim() >= 5 and value.is_floating_point():
-                        value = value.movedim(-4, -1).contiguous().movedim(-1, -4)  # (..., C, T, H, W), C fastest
+                if self.channels_last and isinstance(value, torch.Tensor) and value.dim() >= 5 and value.is_floating_point():
+                    value = value.movedim(-4, -1).contiguous().movedim(-1, -4)  # (..., C, T, H, W), C fastest
                 batch[key] = value
             pending = self._load(source, side)  # starts the next copy; runs while the caller computes on `batch`
             self.last_wait_s = time.perf_counter() - start

@@ -51,7 +51,7 @@ class StepMetrics:
             return []
         keys = list(self._pending[0].values)
         table = torch.stack([torch.stack([s.values[k].reshape(()).double() for k in keys]) for s in self._pending])  # (steps, keys)
-        rows = distributed.all_reduce_mean_tensor(table, self.info).tolist()  # the window's one host sync
+        rows = distributed.all_reduce_mean(table, self.info).tolist()  # the window's one host sync
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
         waited = sum(s.wait_s for s in self._pending)
         clips = sum(s.clips for s in self._pending) * self.info.world_size

@@ -19,6 +19,8 @@ from contextlib import nullcontext
 
 import torch
 
+from pipeline.cuda_handover import hand_over
+
 _DONE = object()
 
 
@@ -72,11 +74,7 @@ def background_batches(make: Callable[[], Iterator[dict]], *, depth: int = 2, de
             if error is not None:
                 raise error
             if event is not None:
-                consumer = torch.cuda.current_stream(device)
-                consumer.wait_event(event)
-                for value in batch.values():
-                    if isinstance(value, torch.Tensor) and value.is_cuda:
-                        value.record_stream(consumer)
+                hand_over(batch, event, torch.cuda.current_stream(device))
             yield batch
     finally:
         stop.set()

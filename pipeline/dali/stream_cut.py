@@ -28,9 +28,7 @@ import av
 import numpy as np
 
 from pipeline.io.shard_reader import BadSampleError, SampleRecord, check_stream, video_stream
-
-#: container format of a sample's video member (preprocess writes these extensions)
-FORMATS = {"mp4": "mp4", "avi": "avi", "webm": "webm", "mkv": "matroska"}
+from shardformat import VIDEO_FORMATS
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def _remux(record: SampleRecord, stream, packets: list, wanted: np.ndarray) -> C
         stamps = [(int(packets[j].pts) - shift, int(packets[j].dts) - shift) for j in keep]
         source_frames = np.sort(presentation[keep])
     out = io.BytesIO()
-    fmt = FORMATS.get(record.video_ext, "mp4")
+    fmt = VIDEO_FORMATS[record.video_ext]
     with av.open(out, mode="w", format=fmt) as muxer:
         target = muxer.add_stream_from_template(stream)
         for j, (p, d) in zip(keep.tolist(), stamps):

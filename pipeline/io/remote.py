@@ -26,10 +26,12 @@ import logging
 import os
 import random
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from shardformat import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +153,6 @@ def _cache_path(options: RemoteOptions, url: str, start: int | None, size: int |
     return os.path.join(options.cache_dir, digest, f"{start}-{size}")
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def read(url: str, options: RemoteOptions, start: int | None = None, size: int | None = None) -> bytes:
     """Bytes ``[start, start + size)`` of ``url`` (the whole object when ``start`` is None) in one request per
     attempt, retried as the module docstring says. Raises :class:`RemoteReadError`."""
@@ -202,8 +192,9 @@ def read(url: str, options: RemoteOptions, start: int | None = None, size: int |
             delay = min(options.max_backoff_s, options.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             log.info("retrying %s in %.2f s (attempt %d of %d): %s", what, delay, attempt + 1, attempts, reason)
             time.sleep(delay)
-    if cached is not None:
-        _write_atomic(cached, data)
+    if cached is not None:  # atomic, so worker processes and reader threads may fill the cache at once
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        atomic_write(Path(cached), data)
     return data
 
 
@@ -246,5 +237,7 @@ def add_remote_arguments(parser) -> None:
 
 
 def remote_options(args) -> RemoteOptions:
-    """:class:`RemoteOptions` from the options :func:`add_remote_arguments` added."""
+    """:class:`RemoteOptions` from the options :func:`add_remote_arguments` added (or any object with the same
+    attributes: ``storage_options``, ``shard_cache``, ``read_retries``, ``read_timeout``, e.g. ``train.py``'s
+    data config)."""
     return RemoteOptions.from_cli(args.storage_options, args.shard_cache, retries=args.read_retries, timeout_s=args.read_timeout)

@@ -4,8 +4,10 @@ each shard's index (one read; a remote tar is never scanned) and its samples' js
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.io.remote import RemoteOptions, RemoteReadError, is_url, join, read, read_many, sibling
-from shardformat import IndexMember, label_names as local_label_names, load_manifest, names_in_label_order, parse_index, parse_manifest
+from shardformat import IndexMember, ManifestError, load_manifest, names_in_label_order, parse_index, parse_manifest
 from shardformat.manifest import MANIFEST_NAME
 
 
@@ -36,10 +38,15 @@ def read_manifest(out_dir, remote: RemoteOptions | None = None) -> dict:
 
 
 def label_names(out_dir, remote: RemoteOptions | None = None) -> list[str]:
-    """Class names in label order (index = label) of a shard set, local or at a URL."""
-    if not is_url(str(out_dir)):
-        return local_label_names(out_dir)
-    return names_in_label_order(read_manifest(out_dir, remote)["label_map"], join(str(out_dir), MANIFEST_NAME))
+    """Class names in label order (index = label) of a shard set, local or at a URL, whose labels are
+    exactly 0..C-1. Raises ManifestError naming the manifest."""
+    if is_url(str(out_dir)):
+        source = join(str(out_dir), MANIFEST_NAME)
+    else:
+        source = str(Path(out_dir) / MANIFEST_NAME)
+        if not Path(source).exists():
+            raise ManifestError(f"{source} not found: a labelled shard set written by `preprocess` is needed")
+    return names_in_label_order(read_manifest(out_dir, remote)["label_map"], source)
 
 
 def read_remote_index(shard: str, remote: RemoteOptions) -> list[list[IndexMember]]:

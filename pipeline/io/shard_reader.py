@@ -24,12 +24,10 @@ import av
 from pipeline.io.remote import RemoteOptions, RemoteReadError, is_url
 from pipeline.io.remote import read as read_remote
 from pipeline.io.remote_shards import list_remote_shards, read_jsons, read_remote_index
-from shardformat import index_path, read_index, split_tars
+from shardformat import VIDEO_EXTS, index_path, read_index, sample_json_problem, split_member_name, split_tars
 
 log = logging.getLogger(__name__)
 
-#: Extensions a sample's video member may have (docs/design.md §1).
-VIDEO_EXTS = ("mp4", "webm", "avi", "mkv")
 #: A KEY.json is a few hundred bytes; a bigger one is refused before it is read (every json is read at start-up).
 MAX_JSON_BYTES = 1 << 20
 
@@ -200,8 +198,7 @@ def _keyed(index) -> list[tuple[str, dict]]:
     """(key, {ext: (offset, size)}) per sample of a parsed index."""
     samples = []
     for members in index:
-        name, ext = members[-1].name, members[-1].ext
-        key = name[: -len(ext) - 1] if name.endswith("." + ext) else name
+        key = (split_member_name(members[-1].name) or (members[-1].name, ""))[0]
         samples.append((key, {m.ext: (m.offset, m.size) for m in members}))
     return samples
 
@@ -212,29 +209,14 @@ def _members_from_tar(tar_path: Path) -> list[tuple[str, dict]]:
         for info in tar:
             if not info.isreg():
                 continue
-            base_start = info.name.rfind("/") + 1
-            dot = info.name.find(".", base_start)
-            if dot < 0:
+            parts = split_member_name(info.name)
+            if parts is None:
                 continue
-            key, ext = info.name[:dot], info.name[dot + 1 :]
+            key, ext = parts
             if not samples or samples[-1][0] != key:
                 samples.append((key, {}))
             samples[-1][1][ext] = (info.offset_data, info.size)
     return samples
-
-
-def validate_meta(meta) -> str | None:
-    """Why a parsed ``KEY.json`` is unusable, or None."""
-    if not isinstance(meta, dict):
-        return f"json is a {type(meta).__name__}, not an object"
-    for name in ("frames", "width", "height"):
-        value = meta.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            return f"json field {name!r} must be a positive int, got {value!r}"
-    label = meta.get("label")
-    if label is not None and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
-        return f"json field 'label' must be a non-negative int or null, got {label!r}"
-    return None
 
 
 def _record(shard: str, key: str, members: dict, remote: RemoteOptions | None = None, json_bytes=None) -> SampleRecord:
@@ -253,7 +235,7 @@ def _record(shard: str, key: str, members: dict, remote: RemoteOptions | None = 
         meta = json.loads(record.read("json") if json_bytes is None else json_bytes)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadSampleError(shard, key, f"unparseable json: {e}") from None
-    reason = validate_meta(meta)
+    reason = sample_json_problem(meta)
     if reason:
         raise BadSampleError(shard, key, reason)
     return SampleRecord(shard, key, members, meta, remote)
@@ -306,16 +288,6 @@ def video_stream(record: SampleRecord, data: bytes):
         raise
     except Exception as e:  # noqa: BLE001 -- PyAV raises many types for bad bytes; all mean the same here
         raise BadSampleError(record.shard, record.key, f"unreadable video container: {type(e).__name__}: {e}") from None
-
-
-def check_video_bytes(record: SampleRecord, data: bytes) -> None:
-    """Cheap container-level checks before decoding (PyAV opens the header, decodes nothing): the bytes
-    parse and hold a video stream of the json's codec and size that does not declare fewer frames than
-    the json claims (DALI would return black frames for the missing ones without an error)."""
-    with video_stream(record, data) as (_, stream):
-        width, height, declared = stream.codec_context.width, stream.codec_context.height, stream.frames
-        codec = stream.codec_context.name
-    check_stream(record, codec=codec, width=width, height=height, declared_frames=declared)
 
 
 def check_stream(record: SampleRecord, *, codec: str, width: int, height: int, declared_frames: int | None) -> None:
