@@ -92,8 +92,8 @@ def test_multi_seed_demo_interval(tmp_path):
     """The reduced experiment over SMALL.seeds seeds, judged on intervals over seeds, never on one draw.
 
     It asserts the robust part only: the pretext is learned (interval above chance). The transfer gain is
-    computed and written but not asserted: with the earlier settings its 3-seed interval excluded zero with
-    first seed 0 but not with first seed 7; with the current ones it excluded zero with first seed 7 and with
+    computed and written but not asserted: with earlier settings (git history of BENCHMARKS.md) its 3-seed
+    interval excluded zero with first seed 0 but not with first seed 7; with the current ones it excluded zero with first seed 7 and with
     two threads, but not with one thread and first seed 0 ([-0.18, +0.46], 2/3 seeds; BENCHMARKS.md "Demo:
     making the result robust"). The full demo reports it.
     """
