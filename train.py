@@ -76,7 +76,7 @@ def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: 
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
-    """``mode``: the loader's pretext/train/eval; ``training``: batch size and augmentation of training (else of eval)."""
+    """``mode``: the loader's pretrain/finetune/eval; ``training``: batch size and augmentation of training (else of eval)."""
     d = cfg.data
     return LoaderConfig(
         mode=mode, **d.clip_settings(), batch_size=d.batch_size if training else d.eval_batch_size,
@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
-    loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "pretext" if pretrain else "train", training=True))
+    loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "pretrain" if pretrain else "finetune", training=True))
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
@@ -280,7 +280,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
     def run(split: str, mode: str, forward) -> dict:
         """Every video of ``split`` once (split over ranks, gathered from all of them)."""
         lcfg = loader_config(cfg, mode, training=False)
-        if mode == "pretext":  # pretext batches are always full: batches of 1 leave no video out
+        if mode == "pretrain":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
         loader = open_loader(cfg, info, split, lcfg)
         parts: dict[str, list] = {"video_id": [], "label": []}
@@ -305,7 +305,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
     # ---- test split: accuracy and query features
     results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data}
     if stored_mode == "pretrain":
-        pretext = run(cfg.data.test_split, "pretext", lambda b: {k: v for k, v in model(b["clips"]).items()} | {
+        pretext = run(cfg.data.test_split, "pretrain", lambda b: {k: v for k, v in model(b["clips"]).items()} | {
             "order_label": b["order_label"], "speed_label": b["speed_label"]})
         if "order_logits" in pretext:
             results["pretext_order_acc"] = accuracy(pretext["order_logits"], pretext["order_label"])

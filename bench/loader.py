@@ -2,7 +2,7 @@
 
 All methods read the same samples with the same sampler draws (the loader's epochs 0, 1, ... in order):
 
-* ``dali`` / ``reference``: the loaders (pretext mode, K clips per sample decoded as one union per video),
+* ``dali`` / ``reference``: the loaders (pretrain mode, K clips per sample decoded as one union per video),
   ``workers`` DALI threads / DataLoader worker processes, timed from their first batch on (start-up excluded),
   epoch after epoch.
 * ``pyav_per_clip`` / ``torchcodec_per_clip`` / ``decord_per_clip``: one decode call per clip, as peer
@@ -95,7 +95,7 @@ def _time_per_clip(decode, plans, cfg, max_seconds: float = PEER_SECONDS) -> flo
             break
         data = plan.record.read_video()
         for k, view in enumerate(plan.views):
-            frames = torch.as_tensor(np.asarray(decode(data, plan.clips.frames[k])))  # (T, H, W, 3)
+            frames = torch.as_tensor(np.asarray(decode(data, plan.clips.frame_indices[k])))  # (T, H, W, 3)
             clip = assemble_clips(frames, np.arange(len(frames))[None], [view])
             normalize(clip, cfg.mean, cfg.std)
             clips += 1
@@ -132,8 +132,8 @@ def _decode_rate(datas: list[bytes]) -> float:
 
 
 def _required_frames(plan, keyframes: np.ndarray) -> int:
-    needed = np.zeros(plan.record.frames, dtype=bool)
-    for clip in plan.clips.frames:
+    needed = np.zeros(plan.record.video_frames, dtype=bool)
+    for clip in plan.clips.frame_indices:
         lead = keyframes[keyframes <= clip.min()].max()
         needed[lead : clip.max() + 1] = True
     return int(needed.sum())
@@ -148,7 +148,7 @@ def _decoded_frames_by_method(plans, keyframes: dict) -> dict[str, int]:
         keys = keyframes[plan.record.key]
         totals["dali_uncut"] += int(plan.union[-1]) + 1
         totals["reference"] += sum(b - a + 1 for a, b in _runs(plan.union, keys))
-        totals["pyav_per_clip"] += sum(int(c.max()) + 1 - int(keys[keys <= c.min()].max()) for c in plan.clips.frames)
+        totals["pyav_per_clip"] += sum(int(c.max()) + 1 - int(keys[keys <= c.min()].max()) for c in plan.clips.frame_indices)
     return totals
 
 

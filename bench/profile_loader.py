@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = LoaderConfig(mode="pretext", batch_size=4)
+    cfg = LoaderConfig(mode="pretrain", batch_size=4)
     shards = list_shards(args.shards)
     worker = worker_profile(scan_shards(shards)[0], cfg, args.epochs)
     main_costs = training_process_costs(shards, cfg, args.workers, args.epochs)

@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output", type=Path, help="write the result as JSON")
     add_remote_arguments(parser)
     args = parser.parse_args(argv)
-    cfg = LoaderConfig(mode="pretext", num_frames=args.num_frames, batch_size=4)
+    cfg = LoaderConfig(mode="pretrain", num_frames=args.num_frames, batch_size=4)
     result = run(args.out, args.url, cfg, backend=args.backend, samples=args.samples, workers=args.workers,
                  repeats=args.repeats, remote=remote_options(args))
     text = json.dumps(result, indent=2)

@@ -52,7 +52,7 @@ def main() -> int:
         return list_shards(out)
 
 
-    RAW = LoaderConfig(mode="pretext", num_frames=16, speeds=(-8, -4, -2, -1, 1, 2, 4, 8), num_clips=4, batch_size=2,
+    RAW = LoaderConfig(mode="pretrain", num_frames=16, speeds=(-8, -4, -2, -1, 1, 2, 4, 8), num_clips=4, batch_size=2,
                        resize=128, crop_size=128, augment=False)
 
 
@@ -66,7 +66,7 @@ def main() -> int:
                 clips = b["clips"].cpu().numpy()  # (B, K, T, S, S, 3) uint8
                 drawn = np.array([read_frame_index(f) for f in clips.reshape(-1, *clips.shape[-3:])]).reshape(clips.shape[:3])
                 checked += drawn.size
-                mismatched += int((drawn != b["frames"].numpy()).sum())
+                mismatched += int((drawn != b["frame_indices"].numpy()).sum())
                 speeds |= set(b["speeds"].flatten().tolist())
         return loader, checked, mismatched, speeds
 
@@ -89,7 +89,7 @@ def main() -> int:
     videos = write_motion_dataset(work / "motion", train_per_class=2, test_per_class=2, unlabeled=96, size=128, num_frames=300, slow=2, fast=5)
     build_shards(videos["unlabeled"], work / "motion_shards", split="train", short_side=128, workers=workers, progress=False)
     long_shards = list_shards(work / "motion_shards")
-    PRETEXT = LoaderConfig(mode="pretext", num_frames=16, speeds=(-8, -4, -2, -1, 1, 2, 4, 8), num_clips=4, batch_size=batch, resize=128, crop_size=112)
+    PRETEXT = LoaderConfig(mode="pretrain", num_frames=16, speeds=(-8, -4, -2, -1, 1, 2, 4, 8), num_clips=4, batch_size=batch, resize=128, crop_size=112)
     loader_rates = {}
 
 
@@ -108,8 +108,8 @@ def main() -> int:
                     t0 = time.perf_counter()
                     continue
                 clips += b["clips"].shape[0] * b["clips"].shape[1]
-                for key, frames in zip(b["key"], b["frames"].numpy()):
-                    keyframes = np.arange(0, records[key].frames, 16)  # preprocess's default closed GOP
+                for key, frames in zip(b["key"], b["frame_indices"].numpy()):
+                    keyframes = np.arange(0, records[key].video_frames, 16)  # preprocess's default closed GOP
                     seeking += sum(e - s + 1 for s, e in _runs(np.unique(frames), keyframes))
                     returned += frames.size
             torch.cuda.synchronize()

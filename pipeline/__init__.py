@@ -1,7 +1,7 @@
 """Loader: speed-resampled clips from WebDataset video shards, via DALI or a plain-PyTorch reference backend.
 
     from pipeline import LoaderConfig, build_loader, list_shards
-    loader = build_loader(list_shards("OUT", split="train"), LoaderConfig(mode="pretext"))
+    loader = build_loader(list_shards("OUT", split="train"), LoaderConfig(mode="pretrain"))
 
 See docs/pipeline.md for the batch format and docs/design.md §2 for the sampling semantics.
 """

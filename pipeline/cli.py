@@ -16,9 +16,9 @@ def add_clip_arguments(p: argparse.ArgumentParser) -> None:
     """The shard selection and the clip settings, with :class:`ClipConfig`'s defaults."""
     p.add_argument("shards", nargs="*", help="shard tars or URLs, or one OUT folder (path or URL) of preprocess (its manifest lists the tars)")
     p.add_argument("--split", default="train", help="split to read when SHARDS is an OUT folder")
-    p.add_argument("--mode", choices=("pretext", "train", "eval"), default="pretext")
+    p.add_argument("--mode", choices=("pretrain", "finetune", "eval"), default="pretrain")
     p.add_argument("--num-frames", type=int, default=ClipConfig.num_frames, help="T, frames per clip")
-    p.add_argument("--num-clips", type=int, default=ClipConfig.num_clips, help="K, clips per video in pretext mode")
+    p.add_argument("--num-clips", type=int, default=ClipConfig.num_clips, help="K, clips per video in pretrain mode")
     p.add_argument("--speeds", type=int, nargs="+", default=list(ClipConfig.speeds), help="signed speed set")
     p.add_argument("--resize", type=int, default=ClipConfig.resize, help="short side before cropping, pixels")
     p.add_argument("--crop-size", type=int, default=ClipConfig.crop_size, help="output height = width, pixels")

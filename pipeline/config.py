@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-MODES = ("pretext", "train", "eval")
+MODES = ("pretrain", "finetune", "eval")
 EVAL_VIEWS = ("full", "center")
 #: Forward and reverse of 1, 2, 4 and 8 frame steps (docs/design.md §2).
 DEFAULT_SPEEDS: tuple[int, ...] = (-8, -4, -2, -1, 1, 2, 4, 8)
@@ -62,9 +62,9 @@ class ClipConfig:
 class LoaderConfig(ClipConfig):
     """What a batch holds and how its clips are drawn (docs/design.md §2). Validated on construction."""
 
-    mode: str = "pretext"
-    """``"pretext"``: ``num_clips`` clips at distinct speeds per video (self-supervised labels);
-    ``"train"``: one speed-1 clip per video at a random start, with the action label;
+    mode: str = "pretrain"
+    """``"pretrain"``: ``num_clips`` clips at distinct speeds per video (self-supervised labels);
+    ``"finetune"``: one speed-1 clip per video at a random start, with the action label;
     ``"eval"``: ``num_eval_clips`` evenly spaced speed-1 clips per video, every video exactly once."""
 
     batch_size: int = 8
@@ -91,7 +91,7 @@ class LoaderConfig(ClipConfig):
     epoch's sample order from (seed, epoch)."""
 
     shuffle: bool = True
-    """Shuffle the sample order every epoch (pretext/train). Eval order is always fixed (sorted keys)."""
+    """Shuffle the sample order every epoch (pretrain/finetune). Eval order is always fixed (sorted keys)."""
 
     skip_bad_samples: bool = False
     """False: a bad sample (unreadable bytes, invalid json, wrong frame count) raises ``BadSampleError``
@@ -113,4 +113,4 @@ class LoaderConfig(ClipConfig):
     @property
     def clips_per_sample(self) -> int:
         """K of the output: ``num_clips`` (pretext), 1 (train) or ``num_eval_clips`` (eval)."""
-        return {"pretext": self.num_clips, "train": 1, "eval": self.num_eval_clips}[self.mode]
+        return {"pretrain": self.num_clips, "finetune": 1, "eval": self.num_eval_clips}[self.mode]

@@ -86,7 +86,7 @@ class Collator:
             "speed_label": torch.as_tensor(np.stack([r.speed_label for r in results]), dtype=torch.int64),
             "order_label": torch.as_tensor([r.order_label for r in results], dtype=torch.int64),
             "label": torch.as_tensor([r.label for r in results], dtype=torch.int64),
-            "frames": torch.as_tensor(np.stack([r.frames for r in results]), dtype=torch.int64),
+            "frame_indices": torch.as_tensor(np.stack([r.frame_indices for r in results]), dtype=torch.int64),
             "key": [r.key for r in results],
             "video_id": [r.video_id for r in results],
         }

@@ -2,7 +2,7 @@
 
 * Eligible samples: those the sampler can use (pretext: >= K fitting speeds; train/eval: >= T frames),
   sorted by key; the others are excluded at build time, counted by reason and logged.
-* pretext/train: the eligible list is permuted with (seed, epoch), rank ``r`` takes ``order[r::world_size]``
+* pretrain/finetune: the eligible list is permuted with (seed, epoch), rank ``r`` takes ``order[r::world_size]``
   cut to ``n // world_size`` samples, so ranks are disjoint and equally long, and yields
   ``n // world_size // batch_size`` full batches (the remainder is dropped). Samples skipped as bad are
   replaced by re-drawing the rank's samples from its start (``repeat`` 1, 2, ...) so every rank still
@@ -38,14 +38,14 @@ class SamplePlan:
     union: np.ndarray
     """Sorted unique source frames of all clips (what the decoder is asked for), int64."""
     positions: np.ndarray
-    """(K, T) indices into ``union``: ``union[positions] == clips.frames``."""
+    """(K, T) indices into ``union``: ``union[positions] == clips.frame_indices``."""
     views: list[View]
 
 
 def plan_sample(record: SampleRecord, cfg: LoaderConfig, epoch: int, repeat: int = 0) -> SamplePlan:
     """Draw the clips and views of ``record`` from its own generator (seed, epoch, key, repeat)."""
     rng = sample_rng(cfg.seed, epoch, record.key, repeat)
-    clips = SpeedSampler.from_config(cfg).sample(record.frames, rng)
+    clips = SpeedSampler.from_config(cfg).sample(record.video_frames, rng)
     views = draw_views(rng, len(clips.speeds), record.meta["height"], record.meta["width"], cfg)
     union, positions = clips.union()
     return SamplePlan(record, clips, union, positions, views)
@@ -56,7 +56,7 @@ def eligible_samples(records: list[SampleRecord], cfg: LoaderConfig) -> tuple[li
     sampler = SpeedSampler.from_config(cfg)
     keep, excluded = [], collections.Counter()
     for record in records:
-        reason = sampler.exclusion_reason(record.frames)
+        reason = sampler.exclusion_reason(record.video_frames)
         if reason is None:
             keep.append(record)
         else:
@@ -82,15 +82,15 @@ def num_batches(num_rank_samples: int, cfg: LoaderConfig) -> int:
     return num_rank_samples // cfg.batch_size
 
 
-def work_item(samples: list[SampleRecord], i: int) -> tuple[SampleRecord, int]:
-    """The ``i``-th item a rank reads: (record, repeat). Past the end of ``samples`` (pretext/train only)
+def record_and_repeat(samples: list[SampleRecord], i: int) -> tuple[SampleRecord, int]:
+    """The ``i``-th item a rank reads: (record, repeat). Past the end of ``samples`` (pretrain/finetune only)
     come re-draws of the same samples with ``repeat`` 1, 2, ..., which top up for skipped bad samples."""
     return samples[i % len(samples)], i // len(samples)
 
 
-def drive(samples: list[SampleRecord], cfg: LoaderConfig, count: int, run):
+def epoch_results(samples: list[SampleRecord], cfg: LoaderConfig, count: int, run):
     """Results of a rank's epoch: ``run(indices)`` yields one result per work item index (see
-    :func:`work_item`). eval: every sample once. pretext/train: exactly enough items for ``count`` good
+    :func:`record_and_repeat`). eval: every sample once. pretrain/finetune: exactly enough items for ``count`` good
     results; each bad one is replaced by the next re-draw, so no work is wasted past the epoch's end."""
     if cfg.mode == "eval":
         yield from run(range(len(samples)))
@@ -111,7 +111,7 @@ class SampleResult:
     key: str
     video_id: str
     label: int
-    frames: np.ndarray  # (K, T) source frame indices
+    frame_indices: np.ndarray  # (K, T) source frame indices
     speeds: np.ndarray  # (K,)
     speed_label: np.ndarray  # (K,)
     order_label: int
@@ -139,4 +139,4 @@ def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
 def sample_result(plan: SamplePlan, clips: torch.Tensor) -> SampleResult:
     """The result of ``plan`` once its clips, uint8 (K, T, S, S, 3), are cut."""
     record, c = plan.record, plan.clips
-    return SampleResult(record.key, record.video_id, record.label, c.frames, c.speeds, c.speed_label, c.order_label, clips)
+    return SampleResult(record.key, record.video_id, record.label, c.frame_indices, c.speeds, c.speed_label, c.order_label, clips)

@@ -16,12 +16,12 @@ LABEL_WIDTH = 190  # pixels of text left of each row
 def collect(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, num_workers: int = 1, remote=None) -> dict:
     """The first ``num_samples`` samples of epoch 0 as uint8 clips (before normalization) and their labels."""
     loader = build_loader(shards, cfg, backend=backend, num_workers=num_workers, normalized=False, remote=remote)
-    parts: dict[str, list] = {"clips": [], "frames": [], "speeds": [], "speed_label": [], "order_label": [], "labels": [], "keys": []}
+    parts: dict[str, list] = {"clips": [], "frame_indices": [], "speeds": [], "speed_label": [], "order_label": [], "labels": [], "keys": []}
     taken = 0
     for batch in loader:
         n = min(len(batch["key"]), num_samples - taken)
         parts["clips"].append(batch["clips"][:n].cpu().numpy())
-        parts["frames"].append(batch["frames"][:n].numpy())
+        parts["frame_indices"].append(batch["frame_indices"][:n].numpy())
         parts["speeds"].append(batch["speeds"][:n].numpy())
         parts["speed_label"].append(batch["speed_label"][:n].numpy())
         parts["order_label"].append(batch["order_label"][:n].numpy())
@@ -48,7 +48,7 @@ def contact_sheet(data: dict, path: Path, *, max_frames: int = 16) -> Path:
     y = 0
     for i in range(n):
         for j in range(k):
-            frames = data["frames"][i, j]
+            frames = data["frame_indices"][i, j]
             text = f"{data['keys'][i][:16]}\nclip {j}  speed {int(data['speeds'][i, j]):+d}\nframes {frames[0]} to {frames[-1]}\nlabel {int(data['labels'][i])}"
             draw.multiline_text((4, y + 2), text, fill="black")
             for f in range(shown):
@@ -61,7 +61,7 @@ def contact_sheet(data: dict, path: Path, *, max_frames: int = 16) -> Path:
 
 
 def preview(shards: list[str], cfg: LoaderConfig, *, backend: str, num_samples: int, out: Path, remote=None) -> dict:
-    """Write ``out/clips.npz`` (clips uint8 (N, K, T, H, W, 3), frames (N, K, T), speeds (N, K), keys, labels,
+    """Write ``out/clips.npz`` (clips uint8 (N, K, T, H, W, 3), frame_indices (N, K, T), speeds (N, K), keys, labels,
     speed_label, order_label) and ``out/preview.png``; return the arrays."""
     data = collect(shards, cfg, backend=backend, num_samples=num_samples, remote=remote)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 
 #: What ``backend="auto"`` runs without a GPU, chosen by ``python -m bench loader`` (BENCHMARKS.md): DALI's
 #: CPU decoder cannot seek, so the reference backend's one-pass PyAV decode of the union of a sample's clips
-#: (jumping to a keyframe when that saves work) is as fast in pretext mode and faster for single clips and long videos.
+#: (jumping to a keyframe when that saves work) is as fast in pretrain mode and faster for single clips and long videos.
 CPU_DEFAULT = "reference"
 
 #: Videos the ``mixed`` decoder decodes at once per process (its thread pool). NVDEC runs many sessions in

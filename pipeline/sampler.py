@@ -34,7 +34,7 @@ from pipeline.config import LoaderConfig
 class ClipSet:
     """The clips drawn for one video."""
 
-    frames: np.ndarray
+    frame_indices: np.ndarray
     """(K, T) int64 source frame indices, in clip (playback) order."""
     speeds: np.ndarray
     """(K,) int64 signed speeds."""
@@ -46,8 +46,8 @@ class ClipSet:
     def union(self) -> tuple[np.ndarray, np.ndarray]:
         """``(union, positions)``: the sorted unique frames to decode once for all clips, and
         ``(K, T)`` positions into it such that ``union[positions] == frames``."""
-        union, inverse = np.unique(self.frames, return_inverse=True)
-        return union, inverse.reshape(self.frames.shape)
+        union, inverse = np.unique(self.frame_indices, return_inverse=True)
+        return union, inverse.reshape(self.frame_indices.shape)
 
 
 def permutation_rank(perm) -> int:
@@ -77,11 +77,11 @@ def sample_rng(seed: int, epoch: int, key: str, repeat: int = 0) -> np.random.Ge
 class SpeedSampler:
     """Draws a video's clips from its frame count. Built from a :class:`LoaderConfig` or plain arguments."""
 
-    def __init__(self, *, num_frames: int, speeds, mode: str = "pretext", num_clips: int = 4, num_eval_clips: int = 10):
+    def __init__(self, *, num_frames: int, speeds, mode: str = "pretrain", num_clips: int = 4, num_eval_clips: int = 10):
         self.num_frames = int(num_frames)
         self.speeds = tuple(int(s) for s in speeds)
         self.mode = mode
-        self.num_clips = {"pretext": int(num_clips), "train": 1, "eval": int(num_eval_clips)}[mode]
+        self.num_clips = {"pretrain": int(num_clips), "finetune": 1, "eval": int(num_eval_clips)}[mode]
         self._speed_index = {s: i for i, s in enumerate(self.speeds)}
 
     @classmethod
@@ -98,7 +98,7 @@ class SpeedSampler:
 
     def exclusion_reason(self, video_frames: int) -> str | None:
         """Why a video of ``video_frames`` frames cannot give a sample in this mode, or None if it can."""
-        if self.mode == "pretext":
+        if self.mode == "pretrain":
             fitting = self.fitting_speeds(video_frames)
             if len(fitting) < self.num_clips:
                 return (
@@ -115,12 +115,12 @@ class SpeedSampler:
         reason = self.exclusion_reason(video_frames)
         if reason is not None:
             raise ValueError(reason)
-        if self.mode == "pretext":
+        if self.mode == "pretrain":
             fitting = np.asarray(self.fitting_speeds(video_frames), dtype=np.int64)
             # choice without replacement returns the K speeds in random order: that is the clip shuffle
             speeds = rng.choice(fitting, size=self.num_clips, replace=False)
             starts = np.array([rng.integers(0, video_frames - self.span(s) + 1) for s in speeds], dtype=np.int64)
-        elif self.mode == "train":
+        elif self.mode == "finetune":
             speeds = np.ones(1, dtype=np.int64)
             starts = rng.integers(0, video_frames - self.num_frames + 1, size=1).astype(np.int64)
         else:  # eval: deterministic, evenly spaced
@@ -136,4 +136,4 @@ class SpeedSampler:
         # the loaders rely on this: DALI returns black frames, without an error, for indices out of range
         assert frames.min() >= 0 and frames.max() < video_frames, (frames, video_frames)
         speed_label = np.array([self._speed_index.get(int(s), -1) for s in speeds], dtype=np.int64)
-        return ClipSet(frames=np.ascontiguousarray(frames), speeds=speeds.astype(np.int64), speed_label=speed_label, order_label=order_label(speeds))
+        return ClipSet(frame_indices=np.ascontiguousarray(frames), speeds=speeds.astype(np.int64), speed_label=speed_label, order_label=order_label(speeds))

@@ -19,11 +19,11 @@ Pass = tuple[list[SampleRecord], int, int]
 
 @runtime_checkable
 class SampleStream(Protocol):
-    """Per-sample results of a backend, in reading order (the work items of ``plan.read_epoch``)."""
+    """Per-sample results of a backend, in reading order (the work items of ``plan.epoch_results``)."""
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int,
                 upcoming: Pass | None = None) -> Iterator[SampleResult | BadSampleError]:
-        """One result per work item of ``samples`` for ``epoch``: eval reads every sample once; pretext/train
+        """One result per work item of ``samples`` for ``epoch``: eval reads every sample once; pretrain/finetune
         reads until ``count`` good results came. ``upcoming``: the pass expected after this one, which a
         backend with long-lived workers may start on early (others ignore it). Closing the iterator early
         is allowed."""

@@ -86,7 +86,7 @@ def make_dataset(root: Path, copies: int) -> str:
 
 def soak(shard: str, *, batches: int, time_cap_s: float, backend: str, workers: int, batch_size: int, every: int,
          warmup: int, hold: bool = False) -> dict:
-    cfg = LoaderConfig(mode="pretext", num_frames=4, speeds=(-4, -2, -1, 1, 2, 4), num_clips=3, batch_size=batch_size,
+    cfg = LoaderConfig(mode="pretrain", num_frames=4, speeds=(-4, -2, -1, 1, 2, 4), num_clips=3, batch_size=batch_size,
                        resize=32, crop_size=32, seed=0)
     loader = build_loader([shard], cfg, backend=backend, num_workers=workers, reuse_host_memory=True)  # as train.py
     samples: list[dict] = [{"batch": 0, "s": 0.0, **memory_mib()}]

@@ -38,7 +38,7 @@ def test_train_py_hands_every_clip_setting_to_the_loader():
     mode, overrides = parse_overrides(["pretrain", "--data", "x", "--num-frames", "8", "--speeds=-2,1,2", "--num-clips", "3",
                                        "--num-eval-clips", "5", "--resize", "64", "--crop-size", "48"])
     cfg = resolve(mode, overrides)
-    loader = train.loader_config(cfg, "pretext", training=True)
+    loader = train.loader_config(cfg, "pretrain", training=True)
     assert loader.clip_settings() == cfg.data.clip_settings() == {
         "num_frames": 8, "speeds": (-2, 1, 2), "num_clips": 3, "num_eval_clips": 5, "resize": 64, "crop_size": 48}
 

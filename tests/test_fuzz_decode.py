@@ -29,9 +29,9 @@ from pipeline.io.shard_reader import scan_shards
 from preprocess.media import EncodeParams, Rejection, SourceInfo, _Reject, check_source, process_video
 from synthetic.videos import write_numbered_video
 
-CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
+CFG = LoaderConfig(mode="finetune", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
 # stored frames are 96x64 yuv420p: resize 64 needs no resizing, so crops go straight into the clips (YuvClipWriter)
-DIRECT_CFG = LoaderConfig(mode="pretext", num_frames=4, speeds=(-2, 1, 2), num_clips=2, batch_size=1, resize=64, crop_size=32)
+DIRECT_CFG = LoaderConfig(mode="pretrain", num_frames=4, speeds=(-2, 1, 2), num_clips=2, batch_size=1, resize=64, crop_size=32)
 STAGES = {"input", "probe", "transcode", "validate"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -141,7 +141,7 @@ def test_reference_decode_gives_clips_or_a_named_error(stored, cfg, shape, data)
             assert (result.shard, result.key) == (shard, "clip") and result.reason
         else:
             assert tuple(result.clips.shape) == shape
-            assert list(result.frames[0]) == list(range(result.frames[0][0], result.frames[0][0] + 4))
+            assert list(result.frame_indices[0]) == list(range(result.frame_indices[0][0], result.frame_indices[0][0] + 4))
 
 
 # ------------------------------------------------------------------------------------------ DALI loader
@@ -149,7 +149,7 @@ def test_reference_decode_gives_clips_or_a_named_error(stored, cfg, shape, data)
 _WORKER = r"""
 import json, sys
 from pipeline import BadSampleError, LoaderConfig, build_loader
-cfg = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
+cfg = LoaderConfig(mode="finetune", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
 print("ready", flush=True)
 for line in sys.stdin:
     shard = line.strip()

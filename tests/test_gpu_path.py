@@ -75,7 +75,7 @@ def test_mjpeg_shards_on_a_gpu_machine_run_on_a_host_path(mjpeg, monkeypatch, ba
     assert "mjpeg" in loader.route_reason
     batches = list(loader)
     assert len(batches) == len(loader) == 1
-    np.testing.assert_array_equal(frame_numbers(batches[0]["clips"].numpy()), batches[0]["frames"].numpy())
+    np.testing.assert_array_equal(frame_numbers(batches[0]["clips"].numpy()), batches[0]["frame_indices"].numpy())
 
 
 # ---------------------------------------------------------------- decoder options, threads (findings 4, 5)
@@ -101,7 +101,7 @@ def test_frame_past_the_end_is_an_error_not_a_black_frame(vp9_long):
     pipe = build_decode_pipeline(batch_size=1, num_threads=1, device_id=None)
     assert pipe.num_threads == 1
     pipe.feed_input("encoded", [np.frombuffer(record.read_video(), np.uint8)])
-    pipe.feed_input("frames", [np.array([record.frames - 1, record.frames], np.int32)])
+    pipe.feed_input("frame_indices", [np.array([record.video_frames - 1, record.video_frames], np.int32)])
     pipe.schedule_run()
     with pytest.raises(RuntimeError):
         pipe.outputs()
@@ -123,14 +123,14 @@ def _decode_all(data: np.ndarray) -> list[int]:
 
 @pytest.mark.parametrize("wanted", [[0, 1, 2], [50, 58, 66, 120], [30, 31, 99, 250, 299], [299]])
 def test_cut_stream_holds_exactly_the_runs_and_every_wanted_frame(vp9_long, wanted):
-    record = next(r for r in scan_shards(vp9_long)[0] if r.frames == 300)
+    record = next(r for r in scan_shards(vp9_long)[0] if r.video_frames == 300)
     data = record.read_video()
     cut = cut_stream(record, data, wanted)
     keyframes = np.arange(0, 300, 16)  # preprocess's closed GOP of 16
     runs = _runs(np.array(wanted), keyframes)
     assert cut.source_frames.tolist() == [f for a, b in runs for f in range(a, b + 1)]
     assert _decode_all(cut.data) == cut.source_frames.tolist()  # the cut stream decodes alone, frame-exact
-    assert cut.source_frames[cut.frames].tolist() == wanted
+    assert cut.source_frames[cut.frame_indices].tolist() == wanted
     assert cut.decoded == len(cut.source_frames) <= wanted[-1] + 1
 
 
@@ -141,7 +141,7 @@ def test_cut_stream_with_reordered_frames_h264(h264):
     cut = cut_stream(record, record.read_video(), [40, 41, 70])
     assert cut.source_frames.tolist() == list(range(32, 80))
     assert _decode_all(cut.data) == list(range(32, 80))
-    assert cut.source_frames[cut.frames].tolist() == [40, 41, 70]
+    assert cut.source_frames[cut.frame_indices].tolist() == [40, 41, 70]
 
 
 def test_dali_decode_work_is_bounded_and_frames_exact(vp9_long):
@@ -154,10 +154,10 @@ def test_dali_decode_work_is_bounded_and_frames_exact(vp9_long):
     for epoch in range(4):
         loader.set_epoch(epoch)
         for batch in loader:
-            np.testing.assert_array_equal(frame_numbers(batch["clips"].numpy()), batch["frames"].numpy())
-            for key, frames in zip(batch["key"], batch["frames"].numpy()):
+            np.testing.assert_array_equal(frame_numbers(batch["clips"].numpy()), batch["frame_indices"].numpy())
+            for key, frames in zip(batch["key"], batch["frame_indices"].numpy()):
                 union = np.unique(frames)
-                seeking += sum(b - a + 1 for a, b in _runs(union, np.arange(0, records[key].frames, 16)))
+                seeking += sum(b - a + 1 for a, b in _runs(union, np.arange(0, records[key].video_frames, 16)))
                 prefix += int(union[-1]) + 1
                 clips += len(frames)
     assert loader.decoded_frames_per_clip == pytest.approx(seeking / clips)

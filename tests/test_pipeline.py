@@ -74,7 +74,7 @@ def test_frame_identity_every_clip_every_speed(shards, key_info, backend):
         assert loader.backend == ("dali-cpu" if backend == "dali" else "reference")
         assert len(batches) == len(loader) == 3  # 7 eligible videos (tiny excluded), batches of 2
         for batch in batches:
-            clips, frames, speeds = batch["clips"].numpy(), batch["frames"].numpy(), batch["speeds"].numpy()
+            clips, frames, speeds = batch["clips"].numpy(), batch["frame_indices"].numpy(), batch["speeds"].numpy()
             assert clips.shape == (2, 4, 8, 64, 64, 3) and clips.dtype == np.uint8
             np.testing.assert_array_equal(frame_numbers(clips), frames)
             for i, key in enumerate(batch["key"]):
@@ -93,7 +93,7 @@ def test_dali_and_reference_agree(shards):
     worst = 0
     for a, b in zip(ref, dali, strict=True):
         assert a["key"] == b["key"]
-        for name in ("frames", "speeds", "speed_label", "order_label", "label"):
+        for name in ("frame_indices", "speeds", "speed_label", "order_label", "label"):
             assert torch.equal(a[name], b[name]), name
         worst = max(worst, int((a["clips"].int() - b["clips"].int()).abs().max()))
     print(f"max |DALI - reference| = {worst} uint8 levels")
@@ -128,8 +128,8 @@ def test_short_videos_excluded_and_counted(shards, key_info):
         for b in batches:
             i = b["key"].index(short)
             assert not set(b["speeds"][i].tolist()) & {-8, 8}
-    # train mode needs only T frames: the 12-frame video is in
-    loader = build_loader(shards, LoaderConfig(**{**RAW, "mode": "train"}), backend="reference", num_workers=0)
+    # finetune mode needs only T frames: the 12-frame video is in
+    loader = build_loader(shards, LoaderConfig(**{**RAW, "mode": "finetune"}), backend="reference", num_workers=0)
     assert loader.stats["excluded"] == 0 and len(loader) == 4
 
 
@@ -159,8 +159,8 @@ def test_eval_every_video_once_across_ranks(shards, key_info):
             assert torch.all(b["speeds"] == 1) and torch.all(b["order_label"] == 0)
             for i, key in enumerate(b["key"]):
                 n = key_info[key][1]
-                assert b["frames"][i, :, 0].tolist() == np.rint(np.linspace(0, n - 8, 3)).astype(int).tolist()
-            np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frames"].numpy())
+                assert b["frame_indices"][i, :, 0].tolist() == np.rint(np.linspace(0, n - 8, 3)).astype(int).tolist()
+            np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frame_indices"].numpy())
         keys += [k for b in batches for k in b["key"]]
     assert sorted(keys) == sorted(key_info)  # all 8 (the 12-frame one fits T=8), each exactly once
 
@@ -168,11 +168,11 @@ def test_eval_every_video_once_across_ranks(shards, key_info):
 def test_epochs_reshuffle_and_are_reproducible(shards):
     loader = build_loader(shards, LoaderConfig(**RAW), backend="reference", num_workers=2, normalized=False)
     loader.set_epoch(0)
-    first = [(b["key"], b["frames"]) for b in loader]
+    first = [(b["key"], b["frame_indices"]) for b in loader]
     loader.set_epoch(0)
-    again = [(b["key"], b["frames"]) for b in loader]
+    again = [(b["key"], b["frame_indices"]) for b in loader]
     loader.set_epoch(1)
-    other = [(b["key"], b["frames"]) for b in loader]
+    other = [(b["key"], b["frame_indices"]) for b in loader]
     assert [k for k, _ in first] == [k for k, _ in again]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, again))
     assert [k for k, _ in first] != [k for k, _ in other]
@@ -196,7 +196,7 @@ def test_reference_workers_live_for_the_run_and_prefetch_the_next_epoch(shards, 
 
     def passes(loader, epoch, stop=None):
         loader.set_epoch(epoch)
-        return [(b["key"], b["frames"], b["clips"]) for b in itertools.islice(loader, stop)]
+        return [(b["key"], b["frame_indices"], b["clips"]) for b in itertools.islice(loader, stop)]
 
     pids = None
     for epoch, stop in [(0, None), (1, None), (2, 1), (2, None), (5, None), (6, 1)]:
@@ -210,9 +210,9 @@ def test_reference_workers_live_for_the_run_and_prefetch_the_next_epoch(shards, 
         # no ring slot is held here but by results received and not yet asked for (a stopped pass's, or the
         # next epoch's that came before a replacement for a bad sample): the loader released every other one
         waiting = [r for results in stream._buffered.values() for r in results]
-        assert stream.held == sum(getattr(r, "release", None) is not None for r in waiting)
+        assert stream.slots_in_use == sum(getattr(r, "release", None) is not None for r in waiting)
         if stop is None:  # a whole pass: the next epoch's first items were handed out before it was asked for
-            upcoming = stream._dispatch.readings[1]
+            upcoming = stream._item_sampler.passes[1]
             assert upcoming.epoch == epoch + 1 and upcoming.sent > 0
     assert workers.stats["skipped"] > 0 and workers.stats["skipped"] == inline.stats["skipped"]
     rings = workers._stream._rings  # both workers wrote into their shared-memory rings (mapped here once)
@@ -281,7 +281,7 @@ def test_collator_normalizes_each_sample_into_the_batch_and_releases_it():
     released = []
 
     def result(i, clips):
-        return SampleResult(key=f"k{i}", video_id=f"v{i}", label=i, frames=np.zeros((2, 5)), speeds=np.ones(2),
+        return SampleResult(key=f"k{i}", video_id=f"v{i}", label=i, frame_indices=np.zeros((2, 5)), speeds=np.ones(2),
                             speed_label=np.zeros(2), order_label=i, clips=clips, release=lambda: released.append(i))
 
     samples = [torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8) for _ in range(3)]
@@ -444,7 +444,7 @@ def test_reference_direct_path_equals_stacked_path(shards, monkeypatch):
     records = {r.key: r for r in scan_shards(shards)[0]}
     worst = 0
     for a, b in zip(ref, dali, strict=True):
-        assert a["key"] == b["key"] and torch.equal(a["frames"], b["frames"])
+        assert a["key"] == b["key"] and torch.equal(a["frame_indices"], b["frame_indices"])
         worst = max(worst, int((a["clips"].int() - b["clips"].int()).abs().max()))
         for i, key in enumerate(a["key"]):
             plan = plan_sample(records[key], cfg, epoch=0)
@@ -546,7 +546,7 @@ def test_bad_sample_is_named_or_skipped_and_counted(shards, tmp_path, kind, back
         assert len(batches) == len(loader) == expected_batches
         keys = batches[0]["key"]
         assert bad_key not in keys and len(keys) == 5 and set(keys) == set(good)
-        np.testing.assert_array_equal(frame_numbers(batches[0]["clips"].numpy()), batches[0]["frames"].numpy())
+        np.testing.assert_array_equal(frame_numbers(batches[0]["clips"].numpy()), batches[0]["frame_indices"].numpy())
     else:
         assert len(loader) == 0 and batches == []
 
@@ -571,15 +571,15 @@ def test_preview_cli_end_to_end(shards, tmp_path):
     from PIL import Image
 
     out = tmp_path / "preview"
-    cmd = [sys.executable, "-m", "pipeline", "preview", *shards, "--backend", "dali", "--mode", "pretext", "--num-samples", "3",
+    cmd = [sys.executable, "-m", "pipeline", "preview", *shards, "--backend", "dali", "--mode", "pretrain", "--num-samples", "3",
            "--seed", "7", "--no-augment", "--num-frames", "8", "--num-clips", "3", "--crop-size", "64", "--resize", "64", "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     data = np.load(out / "clips.npz")
     assert data["clips"].shape == (3, 3, 8, 64, 64, 3) and data["clips"].dtype == np.uint8
-    assert data["frames"].shape == (3, 3, 8) and data["speeds"].shape == (3, 3) and data["keys"].shape == (3,)
+    assert data["frame_indices"].shape == (3, 3, 8) and data["speeds"].shape == (3, 3) and data["keys"].shape == (3,)
     assert data["labels"].shape == (3,) and set(data["labels"].tolist()) <= {0, 1}
-    np.testing.assert_array_equal(frame_numbers(data["clips"]), data["frames"])
-    assert np.all(np.diff(data["frames"], axis=-1) == data["speeds"][..., None])
+    np.testing.assert_array_equal(frame_numbers(data["clips"]), data["frame_indices"])
+    assert np.all(np.diff(data["frame_indices"], axis=-1) == data["speeds"][..., None])
     image = Image.open(out / "preview.png")
     assert image.size[1] >= 9 * 64 and image.size[0] >= 8 * 64  # one row per clip, one column per frame
 
@@ -636,13 +636,13 @@ def test_bench_records_a_method_that_cannot_run_with_its_reason(shards, monkeypa
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_train_mode_one_labelled_speed1_clip(shards, key_info, backend):
-    loader, batches = run(shards, backend, mode="train", batch_size=4, seed=2)
+    loader, batches = run(shards, backend, mode="finetune", batch_size=4, seed=2)
     assert len(batches) == len(loader) == 2  # all 8 videos have >= T=8 frames
     for b in batches:
         assert b["clips"].shape == (4, 1, 8, 64, 64, 3)
         assert torch.all(b["speeds"] == 1) and torch.all(b["speed_label"] == SPEEDS.index(1)) and torch.all(b["order_label"] == 0)
-        assert torch.all(b["frames"][:, 0, 1:] - b["frames"][:, 0, :-1] == 1)
-        np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frames"].numpy())
+        assert torch.all(b["frame_indices"][:, 0, 1:] - b["frame_indices"][:, 0, :-1] == 1)
+        np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frame_indices"].numpy())
         assert b["label"].tolist() == [key_info[k][2] for k in b["key"]]
 
 

@@ -44,7 +44,7 @@ def single(src, tmp_path_factory):
 
 def samples(out: Path) -> dict:
     """key -> (label, label_name, frames, source) of every sample of OUT's train split."""
-    return {r.key: (r.meta["label"], r.meta["label_name"], r.frames, r.meta["source"]) for r in scan_shards(list_shards(out))[0]}
+    return {r.key: (r.meta["label"], r.meta["label_name"], r.video_frames, r.meta["source"]) for r in scan_shards(list_shards(out))[0]}
 
 
 def test_partition_specs_and_scheduler_environments():

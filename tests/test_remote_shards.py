@@ -69,7 +69,7 @@ def test_list_shards_of_a_url_folder_follows_its_manifest(out_dir, server):
         list_shards(server.url + "/missing-folder")
 
 
-@pytest.mark.parametrize("backend,num_workers,mode", [("reference", 1, "pretext"), ("reference", 0, "eval"), ("dali", 1, "pretext")])
+@pytest.mark.parametrize("backend,num_workers,mode", [("reference", 1, "pretrain"), ("reference", 0, "eval"), ("dali", 1, "pretrain")])
 def test_remote_batches_equal_local_batches(out_dir, server, backend, num_workers, mode):
     extra = dict(mode=mode, num_eval_clips=2) if mode == "eval" else {}
     # the local read in this process; the remote one in worker processes when num_workers > 0 (each opens its own connection)
@@ -158,7 +158,7 @@ def test_transient_faults_are_retried_and_change_nothing(out_dir, server, fault)
 
 @pytest.mark.parametrize("fault", ["503", "stall"])
 def test_past_the_retry_bound_a_sample_is_named_and_skipped(out_dir, server, fault):
-    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.frames)
+    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.video_frames)
     victim = records[-1]  # the longest video: eligible in every mode
     offset, size = victim.members[victim.video_ext]
     victim_range = f"bytes={offset}-{offset + size - 1}"
@@ -186,7 +186,7 @@ def test_past_the_retry_bound_a_sample_is_named_and_skipped(out_dir, server, fau
 
 
 def test_dali_backend_skips_a_sample_that_keeps_failing(out_dir, server):
-    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.frames)
+    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.video_frames)
     victim = records[-1]
     offset, size = victim.members[victim.video_ext]
     victim_range = f"bytes={offset}-{offset + size - 1}"

@@ -14,15 +14,15 @@ SPEEDS = (-8, -4, -2, -1, 1, 2, 4, 8)
 
 
 def pretext(T=16, K=4, speeds=SPEEDS):
-    return SpeedSampler(num_frames=T, speeds=speeds, mode="pretext", num_clips=K)
+    return SpeedSampler(num_frames=T, speeds=speeds, mode="pretrain", num_clips=K)
 
 
 def check_clips_follow_spec(clips, N, T, speeds):
     K = len(clips.speeds)
-    assert clips.frames.shape == (K, T)
+    assert clips.frame_indices.shape == (K, T)
     assert len(set(clips.speeds.tolist())) == K, "speeds must be distinct"
     for k, s in enumerate(clips.speeds.tolist()):
-        f = clips.frames[k]
+        f = clips.frame_indices[k]
         assert s in speeds and speeds[clips.speed_label[k]] == s
         # step |s| in playback order, reversed when s < 0: consecutive differences are exactly s
         assert np.all(np.diff(f) == s), (s, f)
@@ -60,9 +60,9 @@ def test_short_video_never_draws_speeds_that_do_not_fit_and_draws_all_that_do():
 
 
 def test_starts_are_uniform_over_exactly_the_starts_that_fit():
-    sampler = SpeedSampler(num_frames=4, speeds=(-2, 2), mode="pretext", num_clips=1)
+    sampler = SpeedSampler(num_frames=4, speeds=(-2, 2), mode="pretrain", num_clips=1)
     N = 10  # span 7 -> p in 0..3
-    starts = [sampler.sample(N, np.random.default_rng(seed)).frames.min() for seed in range(2000)]
+    starts = [sampler.sample(N, np.random.default_rng(seed)).frame_indices.min() for seed in range(2000)]
     counts = np.bincount(starts, minlength=4)
     assert len(counts) == 4 and counts.min() > 400  # each of the 4 starts ~500 times
 
@@ -85,34 +85,34 @@ def test_union_covers_every_clip_frame_once():
     clips = pretext(T=16, K=4).sample(300, np.random.default_rng(3))
     union, positions = clips.union()
     assert np.all(np.diff(union) > 0)
-    np.testing.assert_array_equal(union[positions], clips.frames)
-    assert set(union.tolist()) == set(clips.frames.ravel().tolist())
+    np.testing.assert_array_equal(union[positions], clips.frame_indices)
+    assert set(union.tolist()) == set(clips.frame_indices.ravel().tolist())
 
 
 def test_train_mode_one_speed1_clip_and_exclusion():
-    sampler = SpeedSampler.from_config(LoaderConfig(mode="train", num_frames=8))
+    sampler = SpeedSampler.from_config(LoaderConfig(mode="finetune", num_frames=8))
     clips = sampler.sample(8, np.random.default_rng(0))
-    np.testing.assert_array_equal(clips.frames, [np.arange(8)])
+    np.testing.assert_array_equal(clips.frame_indices, [np.arange(8)])
     assert clips.speeds.tolist() == [1] and clips.speed_label.tolist() == [SPEEDS.index(1)] and clips.order_label == 0
     assert sampler.exclusion_reason(7) is not None and sampler.exclusion_reason(8) is None
-    starts = {int(sampler.sample(20, np.random.default_rng(s)).frames[0, 0]) for s in range(200)}
+    starts = {int(sampler.sample(20, np.random.default_rng(s)).frame_indices[0, 0]) for s in range(200)}
     assert starts == set(range(13))
 
 
 def test_eval_mode_evenly_spaced_deterministic():
     sampler = SpeedSampler.from_config(LoaderConfig(mode="eval", num_frames=8, num_eval_clips=5))
     clips = sampler.sample(48, np.random.default_rng(0))
-    assert clips.frames[:, 0].tolist() == [0, 10, 20, 30, 40]
-    assert np.all(np.diff(clips.frames, axis=1) == 1) and clips.order_label == 0
+    assert clips.frame_indices[:, 0].tolist() == [0, 10, 20, 30, 40]
+    assert np.all(np.diff(clips.frame_indices, axis=1) == 1) and clips.order_label == 0
     again = sampler.sample(48, np.random.default_rng(123))
-    np.testing.assert_array_equal(clips.frames, again.frames)
+    np.testing.assert_array_equal(clips.frame_indices, again.frame_indices)
     single = SpeedSampler(num_frames=8, speeds=SPEEDS, mode="eval", num_eval_clips=1).sample(48, np.random.default_rng(0))
-    assert single.frames[0, 0] == 20
+    assert single.frame_indices[0, 0] == 20
 
 
 def test_rng_depends_on_seed_epoch_key_repeat_only():
     sampler = pretext()
-    draw = lambda *a: sampler.sample(300, sample_rng(*a)).frames  # noqa: E731
+    draw = lambda *a: sampler.sample(300, sample_rng(*a)).frame_indices  # noqa: E731
     np.testing.assert_array_equal(draw(0, 1, "abc"), draw(0, 1, "abc"))
     for other in [(1, 1, "abc"), (0, 2, "abc"), (0, 1, "abd"), (0, 1, "abc", 1)]:
         assert not np.array_equal(draw(0, 1, "abc"), draw(*other))
@@ -124,7 +124,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="num_clips"):
         LoaderConfig(speeds=(1, 2), num_clips=3)
     with pytest.raises(ValueError, match="mode"):
-        LoaderConfig(mode="finetune")
+        LoaderConfig(mode="pretext")  # the old name of pretrain
     with pytest.raises(ValueError, match="crop_size"):
         LoaderConfig(resize=100, crop_size=112)
     assert LoaderConfig(mode="eval", num_eval_clips=3).clips_per_sample == 3

@@ -21,7 +21,7 @@ from reliability_helpers import REPO, build_tiny_shards, tar_samples
 from pipeline import BadSampleError, LoaderConfig, build_loader
 from pipeline.io.shard_reader import scan_shards
 
-CFG = LoaderConfig(mode="train", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
+CFG = LoaderConfig(mode="finetune", num_frames=4, batch_size=1, resize=32, crop_size=32, augment=False)
 
 
 @pytest.fixture(scope="module")

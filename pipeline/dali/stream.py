@@ -32,7 +32,7 @@ import torch
 
 from pipeline.config import LoaderConfig
 from pipeline.views import assemble_batch
-from pipeline.plan import check_decoded, drive, plan_sample, sample_result, work_item
+from pipeline.plan import check_decoded, epoch_results, plan_sample, sample_result, record_and_repeat
 from pipeline.io.shard_reader import BadSampleError, SampleRecord
 from pipeline.dali.stream_cut import cut_stream
 
@@ -51,7 +51,7 @@ def decoder_options(*, mixed: bool) -> dict:
 
 
 def build_decode_pipeline(*, batch_size: int, num_threads: int, device_id: int | None):
-    """``encoded`` bytes + ``frames`` (int32 list per sample) -> (F, H, W, 3) uint8 frames per sample."""
+    """``encoded`` bytes + ``frame_indices`` (int32 list per sample) -> (F, H, W, 3) uint8 frames per sample."""
     from nvidia.dali import fn, pipeline_def, types
 
     options = decoder_options(mixed=device_id is not None)
@@ -60,8 +60,8 @@ def build_decode_pipeline(*, batch_size: int, num_threads: int, device_id: int |
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, prefetch_queue_depth=1, set_affinity=False)
     def decode():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        frames = fn.external_source(name="frames", dtype=types.INT32, ndim=1)
-        return fn.decoders.video(encoded, frames=frames, **options)
+        frame_indices = fn.external_source(name="frame_indices", dtype=types.INT32, ndim=1)
+        return fn.decoders.video(encoded, frames=frame_indices, **options)
 
     pipe = decode()
     pipe.build()
@@ -99,7 +99,7 @@ class DaliStream:
         """(plan, cut stream) ready to feed, or the sample's BadSampleError."""
         try:
             plan = plan_sample(record, self.cfg, epoch, repeat)
-            assert plan.union[0] >= 0 and plan.union[-1] < record.frames, (record.key, plan.union)
+            assert plan.union[0] >= 0 and plan.union[-1] < record.video_frames, (record.key, plan.union)
             data = record.read_video()
             return plan, cut_stream(record, data, plan.union)  # also checks the container against the json
         except BadSampleError as e:
@@ -108,7 +108,7 @@ class DaliStream:
             return BadSampleError(record.shard, record.key, f"read failed: {e}")
 
     def _prepare_batch(self, samples: list[SampleRecord], batch: list[int], epoch: int) -> list:
-        items = [work_item(samples, i) for i in batch]
+        items = [record_and_repeat(samples, i) for i in batch]
         if not any(record.remote is not None for record, _ in items):
             return [self._prepare(record, repeat, epoch) for record, repeat in items]
         # URL shards: one request per sample, all of a batch in flight together, so a batch costs about one
@@ -122,7 +122,7 @@ class DaliStream:
         if not todo:
             return False
         self._pipe.feed_input("encoded", [stream.data for _, stream in todo])
-        self._pipe.feed_input("frames", [stream.frames for _, stream in todo])
+        self._pipe.feed_input("frame_indices", [stream.frame_indices for _, stream in todo])
         self._pipe.schedule_run()
         return True
 
@@ -205,13 +205,13 @@ class DaliStream:
             self._readers = None
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming=None):
-        """Per-sample results in reading order (see ``plan.drive``); ``upcoming`` is not used (the pipeline
+        """Per-sample results in reading order (see ``plan.epoch_results``); ``upcoming`` is not used (the pipeline
         decodes a batch ahead within a pass only)."""
         if self._released is not None:  # the old pipeline's buffers go away with it: finish reading them first
             self._released.synchronize()
             self._released = None
         self._fresh_pipe()
-        return drive(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
+        return epoch_results(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
 
     def _run(self, samples: list[SampleRecord], indices: range, epoch: int):
         indices = iter(indices)

@@ -39,7 +39,7 @@ class CutStream:
     """Encoded bytes of the cut stream, uint8 (what DALI is fed)."""
     source_frames: np.ndarray
     """Source frame index of each frame the cut stream presents, in order (int64)."""
-    frames: np.ndarray
+    frame_indices: np.ndarray
     """The wanted frames as indices into the cut stream (int32, same order as asked)."""
     decoded: int
     """Frames DALI decodes for this sample: from the cut stream's start to its last wanted frame."""
@@ -72,8 +72,8 @@ def cut_stream(record: SampleRecord, data: bytes, wanted) -> CutStream:
         ctx = stream.codec_context
         packets = [p for p in container.demux(stream) if p.size]
         check_stream(record, codec=ctx.name, width=ctx.width, height=ctx.height, declared_frames=len(packets))
-        if len(packets) != record.frames:
-            raise BadSampleError(record.shard, record.key, f"json says {record.frames} frames, the video holds {len(packets)} packets")
+        if len(packets) != record.video_frames:
+            raise BadSampleError(record.shard, record.key, f"json says {record.video_frames} frames, the video holds {len(packets)} packets")
         if wanted[0] < 0 or wanted[-1] >= len(packets):
             raise BadSampleError(record.shard, record.key, f"frames {wanted[0]}..{wanted[-1]} asked, the video has {len(packets)}")
         if any(p.pts is None or p.dts is None for p in packets):

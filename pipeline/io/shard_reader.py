@@ -57,7 +57,8 @@ class SampleRecord:
     """How to read ``shard`` when it is a URL (see ``remote.py``); None for a local file."""
 
     @property
-    def frames(self) -> int:
+    def video_frames(self) -> int:
+        """N, the video's exact frame count (``KEY.json`` ``frames``)."""
         return self.meta["frames"]
 
     @property

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from pipeline.views import ClipWriter, clip_buffer, clip_shape, needs_resize
 from pipeline.config import LoaderConfig
 from pipeline.reference.decode import pyav_union_decode, pyav_union_frames, rgb_view, torchcodec_decoder
-from pipeline.plan import SamplePlan, SampleResult, drive, finish_sample, plan_sample, sample_result, work_item
+from pipeline.plan import SamplePlan, SampleResult, epoch_results, finish_sample, plan_sample, sample_result, record_and_repeat
 from pipeline.io.shard_reader import BadSampleError, SampleRecord, check_stream
 from pipeline.reference.yuv_clips import YuvClipWriter
 
@@ -182,7 +182,7 @@ class _SlotLease:
     def __call__(self) -> None:
         if self.busy is not None:
             self.busy[self.index] = 0
-            self.stream.held -= 1
+            self.stream.slots_in_use -= 1
             self.busy = None
 
 
@@ -191,10 +191,10 @@ def _release(result) -> None:
         result.release()
 
 
-class _Items(Dataset):
+class _WorkerDataset(Dataset):
     """Loads work items in a worker process. An item names everything it needs (reading id, index, record,
     repeat, epoch), so the same long-lived workers serve every epoch and prefetch the next one. The
-    DataLoader's unit is a message of up to ``ITEMS_PER_MESSAGE`` consecutive items (see ``_Dispatch``)."""
+    DataLoader's unit is a message of up to ``ITEMS_PER_MESSAGE`` consecutive items (see ``_ItemSampler``)."""
 
     def __init__(self, cfg: LoaderConfig, *, ring_slots: int = 0):
         self.cfg, self.ring_slots = cfg, ring_slots
@@ -247,36 +247,36 @@ def _worker_context():
     return context
 
 
-class _Reading:
-    """One pass over a rank's epoch: its work items (see ``plan.work_item``) in order."""
+class _EpochPass:
+    """One pass over a rank's epoch: its work items (see ``plan.record_and_repeat``) in order."""
 
     def __init__(self, ident: int, samples: list[SampleRecord], epoch: int, count: int, eval_mode: bool):
         self.ident, self.samples, self.epoch, self.count, self.eval_mode = ident, samples, epoch, count, eval_mode
         self.limit = len(samples) if eval_mode else (count if samples else 0)
-        """Items to hand out: eval reads every sample once; pretext/train ``count`` items plus one more per
-        bad result (the same items ``plan.drive`` runs)."""
+        """Items to hand out: eval reads every sample once; pretrain/finetune ``count`` items plus one more per
+        bad result (the same items ``plan.epoch_results`` runs)."""
         self.sent = 0
 
     def matches(self, samples: list[SampleRecord], epoch: int, count: int) -> bool:
         return (self.epoch, self.count, [(r.shard, r.key) for r in self.samples]) == (epoch, count, [(r.shard, r.key) for r in samples])
 
 
-class _Dispatch:
+class _ItemSampler:
     """The DataLoader's sampler: the next unsent items (up to ``ITEMS_PER_MESSAGE``, one message) of the first
     reading that has some (the current epoch first, then the one expected next). Ends when none has, and is
     restarted when one has again."""
 
     def __init__(self):
-        self.readings: list[_Reading] = []
+        self.passes: list[_EpochPass] = []
 
     def __iter__(self):
         while True:
-            reading = next((r for r in self.readings if r.sent < r.limit), None)
+            reading = next((r for r in self.passes if r.sent < r.limit), None)
             if reading is None:
                 return
             indices = range(reading.sent, min(reading.sent + ITEMS_PER_MESSAGE, reading.limit))
             reading.sent = indices.stop
-            yield [(reading.ident, i, *work_item(reading.samples, i), reading.epoch) for i in indices]
+            yield [(reading.ident, i, *record_and_repeat(reading.samples, i), reading.epoch) for i in indices]
 
 
 class ReferenceStream:
@@ -289,39 +289,39 @@ class ReferenceStream:
 
     def __init__(self, cfg: LoaderConfig, *, num_workers: int):
         self.cfg, self.num_workers = cfg, num_workers
-        self._dispatch = _Dispatch()
+        self._item_sampler = _ItemSampler()
         self._loader = self._batches = None
         self._buffered: dict[int, collections.deque] = {}  # reading id -> results received ahead of time
         self._rings: dict[int, tuple[torch.Tensor, object]] = {}  # worker id -> its OutputRing's (clips, busy flags)
         self._next_ident = 0
-        self.held = 0  # ring slots of results received here and not yet released
+        self.slots_in_use = 0  # ring slots of results received here and not yet released
 
     def decoded_frames_per_clip(self) -> None:
         return None  # PyAV's seeking is not counted
 
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming: tuple | None = None):
-        """Per-sample results in reading order (the items of ``plan.drive``). ``upcoming``: (samples, epoch,
+        """Per-sample results in reading order (the items of ``plan.epoch_results``). ``upcoming``: (samples, epoch,
         count) of the pass expected after this one, prefetched once this one's items are all handed out."""
         if self.num_workers == 0:
-            dataset = _Items(self.cfg)
-            return drive(samples, self.cfg, count, lambda indices: (dataset.load((0, i, *work_item(samples, i), epoch))[2] for i in indices))
+            dataset = _WorkerDataset(self.cfg)
+            return epoch_results(samples, self.cfg, count, lambda indices: (dataset.load((0, i, *record_and_repeat(samples, i), epoch))[2] for i in indices))
         return self._results(samples, epoch, count, upcoming)
 
-    def _reading(self, samples, epoch: int, count: int) -> _Reading:
+    def _new_pass(self, samples, epoch: int, count: int) -> _EpochPass:
         self._next_ident += 1
-        return _Reading(self._next_ident, samples, epoch, count, self.cfg.mode == "eval")
+        return _EpochPass(self._next_ident, samples, epoch, count, self.cfg.mode == "eval")
 
     def _results(self, samples, epoch: int, count: int, upcoming):
-        ahead = [r for r in self._dispatch.readings[1:] if r.matches(samples, epoch, count)]
-        current = ahead[0] if ahead else self._reading(samples, epoch, count)
-        readings = [current] + ([self._reading(*upcoming)] if upcoming is not None else [])
-        self._dispatch.readings = readings  # others are dropped; their results are discarded on arrival
-        kept = {r.ident for r in readings}
+        ahead = [r for r in self._item_sampler.passes[1:] if r.matches(samples, epoch, count)]
+        current = ahead[0] if ahead else self._new_pass(samples, epoch, count)
+        passes = [current] + ([self._new_pass(*upcoming)] if upcoming is not None else [])
+        self._item_sampler.passes = passes  # others are dropped; their results are discarded on arrival
+        kept = {r.ident for r in passes}
         for ident, dropped in self._buffered.items():  # e.g. the rest of a pass its caller stopped early
             if ident not in kept:
                 for result in dropped:
                     _release(result)
-        self._buffered = {r.ident: self._buffered.get(r.ident, collections.deque()) for r in readings}
+        self._buffered = {r.ident: self._buffered.get(r.ident, collections.deque()) for r in passes}
         wanted = len(samples) if current.eval_mode else count
         done = good = 0
         while (done if current.eval_mode else good) < wanted and samples:
@@ -334,7 +334,7 @@ class ReferenceStream:
                 good += 1
             yield result
 
-    def _next_result(self, current: _Reading):
+    def _next_result(self, current: _EpochPass):
         buffered = self._buffered[current.ident]
         while not buffered:
             for ident, _index, result in self._receive():
@@ -357,7 +357,7 @@ class ReferenceStream:
             clips, busy = self._rings[slot.worker]
             result.clips = clips[slot.index].movedim(-4, -1)
             result.release = _SlotLease(self, busy, slot.index)
-            self.held += 1
+            self.slots_in_use += 1
         return result
 
     def _receive(self):
@@ -367,8 +367,8 @@ class ReferenceStream:
             # one when the oldest has been returned, so a worker holds at most PREFETCH messages that are not yet
             # back (the one it writes included), and this process holds at most one returned message's samples
             # that are not yet in a batch (they come in order: it receives when it has none left)
-            items = _Items(self.cfg, ring_slots=RING_SLOTS)
-            self._loader = DataLoader(items, batch_size=None, sampler=self._dispatch, num_workers=self.num_workers,
+            items = _WorkerDataset(self.cfg, ring_slots=RING_SLOTS)
+            self._loader = DataLoader(items, batch_size=None, sampler=self._item_sampler, num_workers=self.num_workers,
                                       worker_init_fn=_single_thread, prefetch_factor=PREFETCH, persistent_workers=True,
                                       multiprocessing_context=_worker_context())
         for _ in range(2):
