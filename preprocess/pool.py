@@ -13,6 +13,8 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -103,6 +105,7 @@ def _init_worker(parent_pid: int, transcode_slots) -> None:
     """Pool worker set-up: die with the builder (and take ffmpeg along) instead of lingering as an orphan;
     run ffmpeg only while holding one of the pool's ``transcode_slots``."""
     media.die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the builder's to handle (it stops the queue)
     media.FFMPEG_DIES_WITH_PARENT = True
     media.TRANSCODE_SLOTS = transcode_slots
     if os.getppid() != parent_pid:  # the builder died before prctl took effect
@@ -135,7 +138,17 @@ def _run_pool(items: list[Input], staging: Path, params: EncodeParams, workers: 
                     reported += 1
         except BrokenProcessPool:
             return False, reported
-        except BaseException:  # a job-level failure (full disk, Ctrl-C): do not start the queued inputs
+        except KeyboardInterrupt:  # finish the running transcodes (their work is kept), start no queued one
+            print("preprocess: interrupted: letting the running transcodes finish (Ctrl-C again stops them now)",
+                  file=sys.stderr, flush=True)
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+            except KeyboardInterrupt:  # the second one: stop now (their ffmpeg dies with them; nothing half-done is kept)
+                for process in list(pool._processes.values()):  # no public handle on the workers
+                    process.kill()
+                raise
+            raise
+        except BaseException:  # a job-level failure (full disk): do not start the queued inputs
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return True, reported
