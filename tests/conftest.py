@@ -12,6 +12,8 @@ import pytest
 
 from pipeline import list_shards
 from pipeline_helpers import LONG_VIDEOS, build_numbered_shards
+from reliability_helpers import build_tiny_shards, tar_samples
+from train_helpers import build_motion_shards
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +48,18 @@ def vp9_long(tmp_path_factory):
     """Tar paths of ``pipeline_helpers.LONG_VIDEOS`` (60 to 300 frames) as VP9 with a closed GOP of 16."""
     return list_shards(build_numbered_shards(tmp_path_factory.mktemp("vp9_long"), videos=LONG_VIDEOS, gop=16))
 
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory) -> dict[str, bytes]:
+    """One valid sample's members (VP9 mp4, json, cls; 24 frames of 96x64) as the real builder wrote them:
+    what the loaders read, and what the fuzz and hostile-shard tests damage."""
+    out = build_tiny_shards(tmp_path_factory.mktemp("tiny_sample"), videos={"a/v0": 24})
+    (tar,) = sorted((out / "shards").glob("*.tar"))
+    ((_key, members),) = tar_samples(tar).items()
+    return members
+
+
+@pytest.fixture(scope="session")
+def motion_shards(tmp_path_factory):
+    """Motion-class shards (32x32, 24 frames; labelled ``train`` and ``test`` splits) for train.py's tests."""
+    return build_motion_shards(tmp_path_factory.mktemp("train_motion"))
