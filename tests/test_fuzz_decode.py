@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import PYTHON, REPO, build_tiny_shards, decodable_frames, tar_samples
+from reliability_helpers import PYTHON, REPO, decodable_frames
 
 from pipeline import BadSampleError, LoaderConfig
 from pipeline.reference.stream import load_sample
@@ -34,14 +34,6 @@ CFG = LoaderConfig(mode="finetune", num_frames=4, batch_size=1, resize=32, crop_
 DIRECT_CFG = LoaderConfig(mode="pretrain", num_frames=4, speeds=(-2, 1, 2), num_clips=2, batch_size=1, resize=64, crop_size=32)
 STAGES = {"input", "probe", "transcode", "validate"}
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@pytest.fixture(scope="module")
-def stored(tmp_path_factory) -> dict[str, bytes]:
-    """A stored sample's members (VP9 mp4 + json) as the builder wrote them: what the loaders read."""
-    out = build_tiny_shards(tmp_path_factory.mktemp("fuzz"), videos={"a/v0": 24})
-    ((_key, members),) = tar_samples(next((out / "shards").glob("*.tar"))).items()
-    return members
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +121,10 @@ def _shard_with(directory: Path, video: bytes, meta: bytes) -> str:
 @pytest.mark.parametrize("cfg,shape", [(CFG, (1, 4, 32, 32, 3)), (DIRECT_CFG, (2, 4, 32, 32, 3))], ids=["resized", "direct"])
 @given(data=st.data())
 @FUZZ
-def test_reference_decode_gives_clips_or_a_named_error(stored, cfg, shape, data):
-    blob = data.draw(damaged(stored["mp4"]))
+def test_reference_decode_gives_clips_or_a_named_error(tiny_sample, cfg, shape, data):
+    blob = data.draw(damaged(tiny_sample["mp4"]))
     with tempfile.TemporaryDirectory() as tmp:
-        shard = _shard_with(Path(tmp), blob, stored["json"])
+        shard = _shard_with(Path(tmp), blob, tiny_sample["json"])
         ((record,), bad) = scan_shards([shard])
         assert bad == []
         result = load_sample(record, 0, cfg, epoch=0)
@@ -200,18 +192,18 @@ def dali_worker():
     worker.close()
 
 
-def test_dali_worker_control(stored, dali_worker, tmp_path):
+def test_dali_worker_control(tiny_sample, dali_worker, tmp_path):
     """The control: the intact bytes decode in the worker, so a fuzzed 'ok' or 'bad' means something."""
-    assert dali_worker.ask(_shard_with(tmp_path, stored["mp4"], stored["json"])) == {"ok": [1, 1, 3, 4, 32, 32]}
+    assert dali_worker.ask(_shard_with(tmp_path, tiny_sample["mp4"], tiny_sample["json"])) == {"ok": [1, 1, 3, 4, 32, 32]}
 
 
 @pytest.mark.slow
 @given(data=st.data())
 @settings(FUZZ, max_examples=20)
-def test_dali_cpu_decode_gives_clips_or_a_named_error_and_never_crashes(stored, dali_worker, data):
-    blob = data.draw(damaged(stored["mp4"]))
+def test_dali_cpu_decode_gives_clips_or_a_named_error_and_never_crashes(tiny_sample, dali_worker, data):
+    blob = data.draw(damaged(tiny_sample["mp4"]))
     with tempfile.TemporaryDirectory() as tmp:
-        shard = _shard_with(Path(tmp), blob, stored["json"])
+        shard = _shard_with(Path(tmp), blob, tiny_sample["json"])
         reply = dali_worker.ask(shard)
     event(str(reply.get("bad", ["", "", next(iter(reply))])[2]).split(":")[0][:40])
     assert "died" not in reply, f"the DALI loader process died (exit status {reply.get('died')}) on these bytes"

@@ -269,15 +269,3 @@ def test_torch_compile_backbone() -> None:
     for key, value in eager.state_dict().items():
         torch.testing.assert_close(compiled_module.state_dict()[key], value, rtol=1e-5, atol=1e-6), key
     assert int(compiled_module.block1[1].bn.num_batches_tracked) == 1
-
-
-def test_bench_cli_prints_one_row_per_backbone(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import model as bench
-
-    bench.main(["--backbones", "c3d", "r3d_18", "--batch", "2", "--frames", "8", "--size", "32",
-                "--base-width", "2", "--repeats", "1", "--warmup", "0"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| c3d", "| r3d_18"))]
-    assert len(rows) == 2
-    for row in rows:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert len(cells) == 7 and all(float(cell) > 0 for cell in cells[1:])

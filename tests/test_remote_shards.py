@@ -12,7 +12,6 @@ import torch
 
 from pipeline import BadSampleError, LoaderConfig, RemoteOptions, build_loader, list_shards
 from pipeline.io.shard_reader import scan_shards
-from pipeline_helpers import build_numbered_shards
 from remote_helpers import NGINX, FaultProxy, Nginx
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (`make setup` installs it with apt-get)")
@@ -23,13 +22,8 @@ FAST = dict(retries=2, backoff_s=0.01, max_backoff_s=0.02, timeout_s=2.0)
 
 
 @pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return build_numbered_shards(tmp_path_factory.mktemp("remote_shards"))
-
-
-@pytest.fixture(scope="module")
-def server(out_dir, tmp_path_factory):
-    nginx = Nginx(out_dir, tmp_path_factory.mktemp("nginx"))
+def server(shard_dir, tmp_path_factory):
+    nginx = Nginx(shard_dir, tmp_path_factory.mktemp("nginx"))
     yield nginx
     nginx.stop()
 
@@ -58,10 +52,10 @@ def assert_same_batches(a, b):
                 assert x[name] == y[name], name
 
 
-def test_list_shards_of_a_url_folder_follows_its_manifest(out_dir, server):
-    local = list_shards(out_dir)
+def test_list_shards_of_a_url_folder_follows_its_manifest(shard_dir, server):
+    local = list_shards(shard_dir)
     remote = list_shards(server.url)
-    assert remote == [f"{server.url}/{p[len(str(out_dir)) + 1:]}" for p in local]
+    assert remote == [f"{server.url}/{p[len(str(shard_dir)) + 1:]}" for p in local]
     assert list_shards(remote[0]) == [remote[0]]
     with pytest.raises(FileNotFoundError, match="no split 'nope'"):
         list_shards(server.url, split="nope")
@@ -70,10 +64,10 @@ def test_list_shards_of_a_url_folder_follows_its_manifest(out_dir, server):
 
 
 @pytest.mark.parametrize("backend,num_workers,mode", [("reference", 1, "pretrain"), ("reference", 0, "eval"), ("dali", 1, "pretrain")])
-def test_remote_batches_equal_local_batches(out_dir, server, backend, num_workers, mode):
+def test_remote_batches_equal_local_batches(shard_dir, server, backend, num_workers, mode):
     extra = dict(mode=mode, num_eval_clips=2) if mode == "eval" else {}
     # the local read in this process; the remote one in worker processes when num_workers > 0 (each opens its own connection)
-    _, local = epoch(list_shards(out_dir), backend, num_workers=0, **extra)
+    _, local = epoch(list_shards(shard_dir), backend, num_workers=0, **extra)
     _, remote = epoch(list_shards(server.url), backend, num_workers=num_workers, **extra)
     assert_same_batches(local, remote)
 
@@ -90,11 +84,11 @@ def test_the_access_log_holds_every_request_answered_before_it_is_read(server, l
         assert [r.path for r in log.requests()] == ["/manifest.json"] * (i + 1), i
 
 
-def test_one_request_per_index_and_per_member_read(out_dir, server, log):
+def test_one_request_per_index_and_per_member_read(shard_dir, server, log):
     shards = list_shards(server.url)
     log.clear_log()
     loader, batches = epoch(shards)
-    records = {r.key: r for r in scan_shards(list_shards(out_dir))[0]}
+    records = {r.key: r for r in scan_shards(list_shards(shard_dir))[0]}
     requests = log.requests()
     seen = "\n".join(map(str, requests))  # in every message below: what nginx served
     assert all(r.status in (200, 206) for r in requests), seen
@@ -121,7 +115,7 @@ def test_one_request_per_index_and_per_member_read(out_dir, server, log):
     assert sum(r.bytes_sent for r in video_reads) == video_bytes, seen
 
 
-def test_cache_dir_makes_the_next_epoch_local(out_dir, server, log, tmp_path):
+def test_cache_dir_makes_the_next_epoch_local(shard_dir, server, log, tmp_path):
     shards = list_shards(server.url)
     remote = RemoteOptions(cache_dir=str(tmp_path / "cache"))
     eval_mode = dict(mode="eval", num_eval_clips=2)
@@ -133,7 +127,7 @@ def test_cache_dir_makes_the_next_epoch_local(out_dir, server, log, tmp_path):
     loader.set_epoch(1)
     second = list(loader)
     assert log.requests() == []
-    _, local = epoch(list_shards(out_dir), epoch=1, **eval_mode)
+    _, local = epoch(list_shards(shard_dir), epoch=1, **eval_mode)
     assert_same_batches(local, second)
     assert [b["key"] for b in first] == [b["key"] for b in second]
 
@@ -143,31 +137,31 @@ def _proxy_shards(proxy, out_dir):
 
 
 @pytest.mark.parametrize("fault", ["503", "reset", "short", "stall"])
-def test_transient_faults_are_retried_and_change_nothing(out_dir, server, fault):
+def test_transient_faults_are_retried_and_change_nothing(shard_dir, server, fault):
     # Every request fails once (stalls past the timeout for "stall"), then succeeds.
     proxy = FaultProxy(server.port, lambda path, rng, attempt: fault if attempt == 1 else None, stall_s=2.0)
     try:
         remote = RemoteOptions(**{**FAST, "timeout_s": 0.5})
-        _, batches = epoch(_proxy_shards(proxy, out_dir), remote=remote)
+        _, batches = epoch(_proxy_shards(proxy, shard_dir), remote=remote)
         assert set(proxy.attempts.values()) == {2}  # each read: one failure, one success
     finally:
         proxy.stop()
-    _, local = epoch(list_shards(out_dir))
+    _, local = epoch(list_shards(shard_dir))
     assert_same_batches(local, batches)
 
 
 @pytest.mark.parametrize("fault", ["503", "stall"])
-def test_past_the_retry_bound_a_sample_is_named_and_skipped(out_dir, server, fault):
-    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.video_frames)
+def test_past_the_retry_bound_a_sample_is_named_and_skipped(shard_dir, server, fault):
+    records = sorted(scan_shards(list_shards(shard_dir))[0], key=lambda r: r.video_frames)
     victim = records[-1]  # the longest video: eligible in every mode
     offset, size = victim.members[victim.video_ext]
     victim_range = f"bytes={offset}-{offset + size - 1}"
-    victim_path = "/" + victim.shard[len(str(out_dir)) + 1:]
+    victim_path = "/" + victim.shard[len(str(shard_dir)) + 1:]
     proxy = FaultProxy(server.port, lambda path, rng, attempt: fault if (path, rng) == (victim_path, victim_range) else None,
                        stall_s=3.0)
     remote = RemoteOptions(**{**FAST, "timeout_s": 0.3})
     try:
-        shards = _proxy_shards(proxy, out_dir)
+        shards = _proxy_shards(proxy, shard_dir)
         with pytest.raises(BadSampleError) as caught:
             epoch(shards, remote=remote, mode="eval", num_eval_clips=2)
         assert caught.value.key == victim.key and "failed 3 time(s)" in caught.value.reason
@@ -185,14 +179,14 @@ def test_past_the_retry_bound_a_sample_is_named_and_skipped(out_dir, server, fau
     assert elapsed < 60, elapsed
 
 
-def test_dali_backend_skips_a_sample_that_keeps_failing(out_dir, server):
-    records = sorted(scan_shards(list_shards(out_dir))[0], key=lambda r: r.video_frames)
+def test_dali_backend_skips_a_sample_that_keeps_failing(shard_dir, server):
+    records = sorted(scan_shards(list_shards(shard_dir))[0], key=lambda r: r.video_frames)
     victim = records[-1]
     offset, size = victim.members[victim.video_ext]
     victim_range = f"bytes={offset}-{offset + size - 1}"
     proxy = FaultProxy(server.port, lambda path, rng, attempt: "reset" if rng == victim_range else None)
     try:
-        loader, batches = epoch(_proxy_shards(proxy, out_dir), "dali", remote=RemoteOptions(**FAST), mode="eval",
+        loader, batches = epoch(_proxy_shards(proxy, shard_dir), "dali", remote=RemoteOptions(**FAST), mode="eval",
                                 num_eval_clips=2, skip_bad_samples=True)
     finally:
         proxy.stop()
@@ -217,15 +211,14 @@ def test_options_from_the_command_line():
 
 
 @pytest.mark.slow
-def test_train_and_eval_from_a_url_equal_local(tmp_path_factory, tmp_path):
+def test_train_and_eval_from_a_url_equal_local(motion_shards, tmp_path):
     import train
-    from train_helpers import QUIET, TINY_DATA, TINY_MODEL, build_motion_shards, losses
+    from train_helpers import QUIET, TINY_DATA, TINY_MODEL, losses
 
-    shards = build_motion_shards(tmp_path_factory.getbasetemp() / "train_motion")  # shared with test_train.py
-    nginx = Nginx(shards, tmp_path / "nginx")
+    nginx = Nginx(motion_shards, tmp_path / "nginx")
     try:
         runs = {}
-        for name, data in (("local", str(shards)), ("remote", nginx.url)):
+        for name, data in (("local", str(motion_shards)), ("remote", nginx.url)):
             args = ["--data", data, *TINY_DATA, *TINY_MODEL, *QUIET, "--deterministic"]
             train.main(["finetune", *args, "--arch", "c3d", "--init", "scratch", "--max-steps", "2", "--out", str(tmp_path / name),
                         "--shard-cache", str(tmp_path / "cache") if name == "remote" else ""])
@@ -237,20 +230,20 @@ def test_train_and_eval_from_a_url_equal_local(tmp_path_factory, tmp_path):
     assert runs["remote"] == runs["local"] and len(runs["local"][0]) == 2
 
 
-def test_any_fsspec_protocol_goes_the_same_way(out_dir):
+def test_any_fsspec_protocol_goes_the_same_way(shard_dir):
     # fsspec's in-memory filesystem stands in for s3://, gs://, ...: same listing, index and ranged reads
     import fsspec
 
     memory = fsspec.filesystem("memory")
-    for path in out_dir.rglob("*"):
+    for path in shard_dir.rglob("*"):
         if path.is_file():
-            memory.pipe_file(f"/speedssl-test/{path.relative_to(out_dir)}", path.read_bytes())
+            memory.pipe_file(f"/speedssl-test/{path.relative_to(shard_dir)}", path.read_bytes())
     try:
         shards = list_shards("memory://speedssl-test")
-        assert shards == [f"memory://speedssl-test/{p[len(str(out_dir)) + 1:]}" for p in list_shards(out_dir)]
+        assert shards == [f"memory://speedssl-test/{p[len(str(shard_dir)) + 1:]}" for p in list_shards(shard_dir)]
         eval_mode = dict(mode="eval", num_eval_clips=2)
         _, remote = epoch(shards, **eval_mode)
-        _, local = epoch(list_shards(out_dir), **eval_mode)
+        _, local = epoch(list_shards(shard_dir), **eval_mode)
         assert_same_batches(local, remote)
     finally:
         memory.rm("/speedssl-test", recursive=True)

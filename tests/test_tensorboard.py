@@ -8,12 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from train_helpers import QUIET, TINY_DATA, TINY_MODEL, build_motion_shards
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_motion_shards(tmp_path_factory.getbasetemp() / "train_motion")
+from train_helpers import QUIET, TINY_DATA, TINY_MODEL
 
 
 def _events(run_dir) -> EventAccumulator:
@@ -22,9 +17,9 @@ def _events(run_dir) -> EventAccumulator:
     return acc
 
 
-def test_training_and_eval_write_events_that_tensorboard_reads(shards, tmp_path):
+def test_training_and_eval_write_events_that_tensorboard_reads(motion_shards, tmp_path):
     out = tmp_path / "pre"
-    train.main(["pretrain", "--data", str(shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET, "--max-steps", "3", "--out", str(out)])
+    train.main(["pretrain", "--data", str(motion_shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET, "--max-steps", "3", "--out", str(out)])
     assert list(out.glob("events.out.tfevents.*"))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     acc = _events(out)
@@ -40,7 +35,7 @@ def test_training_and_eval_write_events_that_tensorboard_reads(shards, tmp_path)
     assert len(images) == 1 and images[0].step == 1
     assert (images[0].height, images[0].width) == (2 * 3 * 28, 8 * 28)
 
-    res = train.main(["eval", "--data", str(shards), "--init", str(out / "checkpoint.pt"), *TINY_DATA, *QUIET])
+    res = train.main(["eval", "--data", str(motion_shards), "--init", str(out / "checkpoint.pt"), *TINY_DATA, *QUIET])
     acc = _events(out)
     for name in ("pretext_order_acc", "pretext_speed_acc", "R@1", "R@5", "R@10", "R@20", "R@50"):
         (event,) = acc.Scalars(f"eval/{name}")
@@ -48,9 +43,9 @@ def test_training_and_eval_write_events_that_tensorboard_reads(shards, tmp_path)
         assert event.step == 3 and event.value == pytest.approx(value, rel=1e-6)
 
 
-def test_no_tensorboard_writes_no_events(shards, tmp_path):
+def test_no_tensorboard_writes_no_events(motion_shards, tmp_path):
     out = tmp_path / "quiet"
-    train.main(["pretrain", "--data", str(shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET, "--max-steps", "1",
+    train.main(["pretrain", "--data", str(motion_shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET, "--max-steps", "1",
                 "--no-tensorboard", "--out", str(out)])
     assert (out / "metrics.jsonl").exists() and not list(out.glob("events.out.tfevents.*"))
 

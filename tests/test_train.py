@@ -14,17 +14,12 @@ import pytest
 import torch
 
 import train
-from train_helpers import QUIET, REPO, TINY_DATA, TINY_MODEL, build_motion_shards, losses, run_train
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return build_motion_shards(tmp_path_factory.getbasetemp() / "train_motion")
+from train_helpers import QUIET, REPO, TINY_DATA, TINY_MODEL, losses, run_train
 
 
 @pytest.mark.parametrize("arch", ["c3d", "r3d_18", "r2plus1d_18"])
-def test_pretrain_finetune_eval_for_each_backbone(arch, shards, tmp_path):
-    common = ["--data", str(shards), "--arch", arch, *TINY_DATA, *TINY_MODEL, *QUIET]
+def test_pretrain_finetune_eval_for_each_backbone(arch, motion_shards, tmp_path):
+    common = ["--data", str(motion_shards), "--arch", arch, *TINY_DATA, *TINY_MODEL, *QUIET]
     pre = train.main(["pretrain", *common, "--out", str(tmp_path / "pre"), "--max-steps", "3", "--head", "both"])
     assert pre["step"] == 3
     records = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
@@ -39,7 +34,7 @@ def test_pretrain_finetune_eval_for_each_backbone(arch, shards, tmp_path):
 
     # Fine-tuning with a vanishing learning rate: the backbone must still be the pretrained one (init works);
     # the architecture comes from the checkpoint's config, not from the command line.
-    ft_args = ["--data", str(shards), *TINY_DATA, *QUIET, "--max-steps", "2", "--weight-decay", "0"]
+    ft_args = ["--data", str(motion_shards), *TINY_DATA, *QUIET, "--max-steps", "2", "--weight-decay", "0"]
     ft = train.main(["finetune", *ft_args, "--out", str(tmp_path / "ft"), "--init", str(tmp_path / "pre" / "checkpoint.pt"), "--lr", "1e-12"])
     scratch = train.main(["finetune", *ft_args, "--out", str(tmp_path / "scratch"), "--init", "scratch", "--arch", arch, *TINY_MODEL])
     assert ft["step"] == scratch["step"] == 2
@@ -52,7 +47,7 @@ def test_pretrain_finetune_eval_for_each_backbone(arch, shards, tmp_path):
         assert torch.allclose(ft_ckpt["model"][k], ckpt["model"][k], atol=1e-7), k
     assert not all(torch.allclose(scratch_ckpt["model"][k], ckpt["model"][k]) for k in weights)
 
-    res = train.main(["eval", "--data", str(shards), "--init", str(tmp_path / "ft" / "checkpoint.pt"), *TINY_DATA, *QUIET])
+    res = train.main(["eval", "--data", str(motion_shards), "--init", str(tmp_path / "ft" / "checkpoint.pt"), *TINY_DATA, *QUIET])
     stored = json.loads((tmp_path / "ft" / "eval.json").read_text())
     assert stored == json.loads(json.dumps(res))
     assert res["num_videos"] == 6 and res["num_clips"] == 12  # every test video once, 2 evenly spaced clips each
@@ -61,16 +56,16 @@ def test_pretrain_finetune_eval_for_each_backbone(arch, shards, tmp_path):
     assert r["queries"] == 6 and r["gallery"] == 12
     assert 0 <= r["R@1"] <= r["R@5"] <= r["R@10"] <= r["R@20"] <= r["R@50"] == 1.0
 
-    pre_eval = train.main(["eval", "--data", str(shards), "--init", str(tmp_path / "pre" / "checkpoint.pt"), *TINY_DATA, *QUIET])
+    pre_eval = train.main(["eval", "--data", str(motion_shards), "--init", str(tmp_path / "pre" / "checkpoint.pt"), *TINY_DATA, *QUIET])
     assert pre_eval["kind"] == "pretrain" and "clip_acc" not in pre_eval
     assert pre_eval["pretext_order_chance"] == pytest.approx(1 / 6) and pre_eval["pretext_speed_chance"] == pytest.approx(1 / 4)
     assert 0 <= pre_eval["pretext_order_acc"] <= 1 and 0 <= pre_eval["pretext_speed_acc"] <= 1
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path):
+def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(motion_shards, tmp_path):
     """SIGKILL a run mid-epoch, resume it from its last checkpoint, and compare every step's loss with an
     uninterrupted run of the same config. One loader worker: its per-epoch seed must not perturb dropout."""
-    args = ["pretrain", "--data", str(shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET,
+    args = ["pretrain", "--data", str(motion_shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET,
             "--num-workers", "1", "--max-steps", "12", "--ckpt-every", "2", "--warmup-steps", "4"]
     run_train(*args, "--out", str(tmp_path / "full"))
     full = losses(tmp_path / "full")
@@ -117,7 +112,7 @@ torch.save({{k: v.detach().clone() for k, v in made[0].state_dict().items()}}, o
 """
 
 
-def test_torchrun_two_process_gloo_ddp(shards, tmp_path):
+def test_torchrun_two_process_gloo_ddp(motion_shards, tmp_path):
     dump = tmp_path / "dump"
     dump.mkdir()
     wrapper = tmp_path / "rank_wrapper.py"
@@ -126,7 +121,7 @@ def test_torchrun_two_process_gloo_ddp(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(wrapper),
-         "pretrain", "--data", str(shards), "--arch", "r3d_18", *TINY_DATA, *TINY_MODEL, *QUIET, "--epochs", "2", "--out", str(out)],
+         "pretrain", "--data", str(motion_shards), "--arch", "r3d_18", *TINY_DATA, *TINY_MODEL, *QUIET, "--epochs", "2", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]  # both ranks finished

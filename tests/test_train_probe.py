@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import train
-from train_helpers import QUIET, TINY_DATA, TINY_MODEL, build_motion_shards
+from train_helpers import QUIET, TINY_DATA, TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    shards = build_motion_shards(tmp_path_factory.getbasetemp() / "train_motion")
+def pretrained(motion_shards, tmp_path_factory):
+    shards = motion_shards
     out = tmp_path_factory.mktemp("probe_pre")
     train.main(["pretrain", "--data", str(shards), "--arch", "r3d_18", "--norm", "tgn", "--tgn-groups", "2,2,1,1,1",
                 *TINY_DATA, *TINY_MODEL, *QUIET, "--no-tensorboard", "--max-steps", "2", "--out", str(out)])

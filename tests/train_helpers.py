@@ -20,12 +20,9 @@ QUIET = ["--no-progress", "--log-every", "100"]
 
 
 def build_motion_shards(root: Path, *, train_per_class: int = 2, test_per_class: int = 1, num_frames: int = 24) -> Path:
-    """Motion-class videos (32x32) -> shards with labelled ``train`` and ``test`` splits in ``root/shards``.
-
-    Idempotent (build_shards does nothing for a finished split), so several test modules can share it."""
+    """Motion-class videos (32x32) -> shards with labelled ``train`` and ``test`` splits in ``root/shards``
+    (built once per session: ``conftest.motion_shards``)."""
     out = root / "shards"
-    if (out / "manifest.json").exists() and {"train", "test"} <= set(json.loads((out / "manifest.json").read_text())["splits"]):
-        return out
     src = write_motion_dataset(root / "src", train_per_class=train_per_class, test_per_class=test_per_class, unlabeled=0,
                                size=32, num_frames=num_frames, slow=1, fast=2, seed=0)
     for split in ("train", "test"):

@@ -6,7 +6,7 @@ still in YUV, into one tall frame per sample (clip ``k``'s slot ``t`` at rows ``
 libswscale converts that frame in one call. The crop box is widened to even offsets and an even size ``B``
 so that every 2x2 block keeps its chroma sample: the unscaled 4:2:0 -> RGB conversion treats blocks
 independently, so the result is bit-identical to converting whole frames and cropping
-(``tests/test_pipeline.py`` checks it).
+(``tests/test_reference_yuv_clips.py`` checks it).
 
 The tall frame is converted to planar RGB (``gbrp``), not packed ``rgb24``: each channel then leaves as a
 contiguous block, so the copy into a channel-first ring slot needs no deinterleaving (0.07 against
