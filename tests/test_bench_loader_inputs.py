@@ -5,7 +5,6 @@ measurement already made)."""
 from __future__ import annotations
 
 import pytest
-from pipeline_helpers import build_numbered_shards
 from remote_helpers import NGINX, Nginx
 
 from bench import loader as bench
@@ -14,9 +13,9 @@ from pipeline import LoaderConfig, list_shards
 CFG = LoaderConfig(num_frames=8, speeds=(1, 2, 32), num_clips=2, batch_size=2, resize=64, crop_size=64)
 
 
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return build_numbered_shards(tmp_path_factory.mktemp("bench_inputs"))
+@pytest.fixture()
+def out_dir(shard_dir):
+    return shard_dir  # the default frame-numbered set (tests/conftest.py); nothing here writes into it
 
 
 @pytest.fixture()
