@@ -23,7 +23,7 @@ from training import checkpoint
 from training.errors import UsageError, run_command
 
 sys.path.insert(0, str(REPO))
-import train  # noqa: E402  (train.py lives at the repo root)
+import train  # train.py lives at the repo root
 
 CPU = ["--device", "cpu"]
 
@@ -181,10 +181,10 @@ def test_run_command_reports_user_errors_and_lets_bugs_through(capsys):
 def test_the_real_command_line(tmp_path):
     """``python train.py``: status 2 and one line on stderr; with --debug the traceback (status 1)."""
     argv = [sys.executable, str(REPO / "train.py"), "finetune", "--data", str(tmp_path), "--init", str(tmp_path / "none.pt")]
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [f"train.py: error: --init {tmp_path / 'none.pt'}: no such file (a checkpoint.pt written by train.py is needed)"]
-    debug = subprocess.run([*argv, "--debug"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([*argv, "--debug"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr and "training.errors.UsageError: --init" in debug.stderr
 
