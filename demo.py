@@ -19,7 +19,6 @@ Writes ``OUT/results.json`` (means over seeds under the single-run keys, plus ``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import train
+from pipeline.cli_syntax import ArgumentParser
 from preprocess import build_shards
 from synthetic.motion import DESIGNS, write_motion_dataset
 from synthetic.videos import sample_footage
@@ -285,13 +285,12 @@ def print_results(results: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DemoSettings, Path]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Results: OUT/results.json and OUT/results.png; "
-                                     "the last line printed is the verdict.")
-    parser.add_argument("--seeds", type=int, default=FULL.seeds, help=f"number of seeds, at least 2 (default {FULL.seeds})")
-    parser.add_argument("--first-seed", type=int, default=FULL.first_seed,
-                        help=f"seeds are S, S+1, ...; the videos are drawn from S (default {FULL.first_seed})")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder, emptied first (default runs/demo)")
-    parser.add_argument("--design", choices=DESIGNS, default=FULL.design, help=f"how the videos show the arrow of time (default {FULL.design})")
+    parser = ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0],
+                            epilog="Results: OUT/results.json and OUT/results.png; the last line printed is the verdict.")
+    parser.add_argument("--seeds", type=int, default=FULL.seeds, help="number of seeds, at least 2")
+    parser.add_argument("--first-seed", type=int, default=FULL.first_seed, metavar="S", help="seeds are S, S+1, ...; the videos are drawn from S")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder, emptied first")
+    parser.add_argument("--design", choices=DESIGNS, default=FULL.design, help="how the videos show the arrow of time")
     args = parser.parse_args(argv)
     try:
         settings = dataclasses.replace(FULL, seeds=args.seeds, first_seed=args.first_seed, design=args.design)

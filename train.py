@@ -8,7 +8,9 @@
 `python train.py {pretrain,finetune,eval} --help` lists every option. Read top to bottom: setup -> data ->
 model -> optimizer -> loop (train), and the same for eval. Resume is exact: a checkpoint records the step,
 and the loader redraws an epoch identically from (seed, epoch), so `--resume` skips the batches of the
-current epoch that were already consumed and restores every RNG stream.
+current epoch that were already consumed and restores every RNG stream. A user's mistake (an option, a
+file, the data) is one line, `train.py: error: ...`, and exit status 2 (`--debug`: the traceback;
+training/errors.py); `main` raises it instead, for callers in Python.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import torch.nn.functional as F
 
 from model import PretextModel, VideoClassifier, build_backbone, convert_sync_batchnorm, load_pretrained_backbone
 from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
-from pipeline.io.remote import remote_options
+from pipeline.io.remote import is_url, remote_options
 from pipeline.io.remote_shards import label_names
 from shardformat import atomic_write
-from training import checkpoint, distributed
-from training.config import TrainConfig, parse_overrides, resolve
+from training import checkpoint, data_report, distributed
+from training.config import RunConfig, TrainConfig, parse_overrides, resolve
+from training.errors import UsageError, run_command
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
 from training.metrics import RECALL_KS, accuracy, accuracy_tensor, clip_and_video_accuracy, group_by_video, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
@@ -40,25 +43,51 @@ from training.tensorboard import TensorBoardLog
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse the command line, run it, return its summary (what the demo and the tests read)."""
+    """Parse the command line, run it, return its summary (what the demo and the tests read). A user's mistake
+    raises (training/errors.py: UsageError, BadSampleError, ManifestError); `python train.py` reports it as one line."""
     mode, overrides = parse_overrides(argv)
+    return run_mode(mode, overrides)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python train.py ...``: the exit status; a user's mistake is one line on stderr and status 2."""
+    mode, overrides = parse_overrides(argv)  # a wrong option: one line and status 2 (pipeline/cli_syntax.py)
+    return run_command(lambda: run_mode(mode, overrides), prog="train.py", debug=overrides.get("debug", False))
+
+
+def run_mode(mode: str, overrides: dict) -> dict:
+    """Run ``mode`` with the command line's ``overrides`` (:func:`training.config.parse_overrides`)."""
     run = overrides["run"]
     base, init_state = {}, None
     if run.get("init", "scratch") != "scratch" and mode in ("finetune", "eval"):
-        init_state = checkpoint.load(run["init"])
+        init_state = checkpoint.load(run["init"], option="--init")
         stored = init_state["config"]
         base = {"model": stored["model"]} if mode == "finetune" else {"model": stored["model"], "data": _clip_settings(stored["data"])}
         if mode == "eval":
             run.setdefault("out", str(Path(run["init"]).parent))
     base = merge(preset_values(mode, overrides.pop("preset", None)), base)  # the checkpoint's network wins over a preset
     if run.get("resume"):
-        base = json.loads((Path(run.get("out", "runs/default")) / "config.json").read_text())
+        base = _resumed_config(Path(run.get("out", RunConfig.out)))
     cfg = resolve(mode, overrides, base)
     info = distributed.setup(cfg.run.device)
     try:
         return evaluate(cfg, info, init_state) if mode == "eval" else train(cfg, info, init_state)
     finally:
         distributed.teardown()
+
+
+def _resumed_config(out: Path) -> dict:
+    """The stored config of the run in ``out`` that ``--resume`` continues (its checkpoint must be there too)."""
+    config_path, ckpt_path = out / "config.json", out / "checkpoint.pt"
+    if not config_path.is_file():
+        raise UsageError(f"--resume: {config_path} not found: no run to resume in --out {out}")
+    if not ckpt_path.is_file():
+        raise UsageError(f"--resume: {ckpt_path} not found: the run in --out {out} stopped before its first checkpoint; "
+                         "start it again without --resume")
+    try:
+        return json.loads(config_path.read_text())
+    except (ValueError, OSError) as err:
+        raise UsageError(f"--resume: {config_path} cannot be read ({err}); start the run again without --resume") from None
 
 
 def _clip_settings(data: dict) -> dict:
@@ -68,11 +97,25 @@ def _clip_settings(data: dict) -> dict:
 
 
 def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: LoaderConfig):
-    """This rank's loader over ``split`` of ``--data`` (a folder or a URL)."""
-    remote = remote_options(cfg.data)  # the data options carry the same names as the CLI's remote options
-    return build_loader(list_shards(cfg.data.data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
-                        rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
-                        remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True)
+    """This rank's loader over ``split`` of ``--data`` (a folder or a URL). Says (rank 0) which videos the
+    sampler excluded and which bad samples were skipped; refuses a split with no usable video."""
+    data = cfg.data.data
+    if not is_url(data) and not Path(data).is_dir():
+        raise UsageError(f"--data {data}: no such folder (give the OUT folder written by `preprocess`)")
+    try:
+        remote = remote_options(cfg.data)  # the data options carry the same names as the CLI's remote options
+        loader = build_loader(list_shards(data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
+                              rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
+                              remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True)
+    except (OSError, ValueError) as err:  # a missing split or shard, an unreadable shard or index, a bad remote option
+        raise UsageError(f"--data {data}: {err}") from None
+    if info.is_main:
+        for line in data_report.lines(loader, split):
+            console.log(line)
+    if not loader.eligible:
+        loader.close()
+        raise UsageError(data_report.nothing_to_load(loader, data, split, info.world_size))
+    return loader
 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
@@ -80,7 +123,7 @@ def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfi
     d = cfg.data
     return LoaderConfig(
         mode=mode, **d.clip_settings(), batch_size=d.batch_size if training else d.eval_batch_size,
-        augment=d.augment and training, seed=cfg.run.seed, shuffle=training,
+        augment=d.augment and training, seed=cfg.run.seed, shuffle=training, skip_bad_samples=d.skip_bad_samples,
     )
 
 
@@ -138,7 +181,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "pretrain" if pretrain else "finetune", training=True))
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"{cfg.data.data} split {cfg.data.train_split!r}: no full batch of {cfg.data.batch_size} per rank")
+        loader.close()
+        raise UsageError(data_report.nothing_to_load(loader, cfg.data.data, cfg.data.train_split, info.world_size))
     total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     classes = None if pretrain else label_names(cfg.data.data, remote_options(cfg.data))
 
@@ -247,7 +291,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     distributed.broadcast_buffers(raw_model, info)  # every rank ends with the checkpoint's exact state
 
     # ---- report
-    summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path)}
+    summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path),
+               "samples": data_report.report(loader, info)}  # every rank: the skipped samples are gathered
     if info.is_main:
         log.close()
         board.close()
@@ -291,6 +336,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
             parts["video_id"] += batch["video_id"]
             parts["label"].append(batch["label"].cpu())
         loader.close()
+        results["samples"].setdefault(split, {})[mode] = data_report.report(loader, info)  # every rank: skipped samples are gathered
         gathered = distributed.all_gather_objects(parts, info)
         return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g[k]])) for k in parts}
 
@@ -303,7 +349,7 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         return out
 
     # ---- test split: accuracy and query features
-    results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data}
+    results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data, "samples": {}}
     if stored_mode == "pretrain":
         pretext = run(cfg.data.test_split, "pretrain", lambda b: {k: v for k, v in model(b["clips"]).items()} | {
             "order_label": b["order_label"], "speed_label": b["speed_label"]})
@@ -341,4 +387,4 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

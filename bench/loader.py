@@ -29,7 +29,6 @@ limit is the median over the rounds of its rate over the limit measured right af
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -48,6 +47,7 @@ import torch
 from bench.peers import PEERS
 from pipeline.views import assemble_clips, normalize
 from pipeline.cli import add_clip_arguments, loader_config, shard_paths
+from pipeline.cli_syntax import ArgumentParser
 from pipeline.config import LoaderConfig
 from pipeline.loader import CPU_DEFAULT, build_loader
 from pipeline.plan import plan_sample
@@ -464,8 +464,7 @@ def plot(result: dict, path: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench loader", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="python -m bench loader", description=__doc__.split("\n\n")[0])
     add_clip_arguments(parser)
     parser.add_argument("--samples", type=int, default=36, help="samples timed per method and setting")
     parser.add_argument("--workers", type=int, default=1, help="reference worker processes / DALI CPU threads")

@@ -24,6 +24,7 @@ from torch import nn
 
 from model.backbones import BACKBONES, DEFAULT_TGN_GROUPS, build_backbone
 from model.tgn import TemporalGroupNorm
+from pipeline.cli_syntax import LIST_METAVAR, ArgumentParser, int_list, name_list, show_list
 
 
 def _train_step(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -78,24 +79,22 @@ def bench_layer(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--backbones", nargs="+", default=sorted(BACKBONES), choices=sorted(BACKBONES), help="default: all three"
-    )
-    parser.add_argument("--batch", type=int, default=8, help="clips per step (default 8)")
-    parser.add_argument("--frames", type=int, default=16, help="frames per clip T (default 16)")
-    parser.add_argument("--size", type=int, default=112, help="spatial size H = W in pixels (default 112)")
+    parser = ArgumentParser(prog="python -m bench model", description=__doc__)
+    parser.add_argument("--backbones", type=name_list(sorted(BACKBONES)), metavar=LIST_METAVAR, default=show_list(sorted(BACKBONES)),
+                        help="backbones to time, comma-separated")
+    parser.add_argument("--batch", type=int, default=8, help="clips per step")
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip T")
+    parser.add_argument("--size", type=int, default=112, help="spatial size H = W in pixels")
     parser.add_argument("--base-width", type=int, default=64, help="channels of the first stage (64 = full size)")
-    parser.add_argument(
-        "--tgn-groups", type=int, nargs=5, default=list(DEFAULT_TGN_GROUPS), help="TGN groups per stage"
-    )
+    parser.add_argument("--tgn-groups", type=int_list, metavar=LIST_METAVAR, default=show_list(DEFAULT_TGN_GROUPS),
+                        help="TGN groups per stage, comma-separated (5 stages)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--layer", action="store_true", help="also time one BN vs TGN layer on a stem-sized input")
     args = parser.parse_args(argv)
+    if len(args.tgn_groups) != 5:
+        parser.error(f"--tgn-groups needs 5 values (one per stage), got {show_list(args.tgn_groups)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 

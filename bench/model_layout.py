@@ -11,14 +11,14 @@ drift hits both alike; reported: median seconds per step and the channels-last/d
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 
 import torch
 
 from bench.model import _train_step
-from model.backbones import build_backbone
+from model.backbones import BACKBONES, build_backbone
+from pipeline.cli_syntax import ArgumentParser
 
 LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last_3d}
 
@@ -44,14 +44,14 @@ def bench_layouts(arch: str, norm: str, *, batch: int, frames: int, size: int, b
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(prog="python -m bench model-layout", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="r3d_18")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--base-width", type=int, default=32)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
+    p = ArgumentParser(prog="python -m bench model-layout", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=sorted(BACKBONES), default="r3d_18", help="backbone")
+    p.add_argument("--batch", type=int, default=4, help="clips per step")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip T")
+    p.add_argument("--size", type=int, default=64, help="spatial size H = W in pixels")
+    p.add_argument("--base-width", type=int, default=32, help="channels of the first stage (64 = full size)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per layout first")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per layout (alternating; median reported)")
     args = p.parse_args(argv)
     results = [bench_layouts(args.arch, norm, batch=args.batch, frames=args.frames, size=args.size, base_width=args.base_width,
                              warmup=args.warmup, repeats=args.repeats) for norm in ("tgn", "bn")]

@@ -12,7 +12,6 @@ outputs), and the builder's own stages (``BuildResult.stage_s``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -22,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline.cli_syntax import LIST_METAVAR, ArgumentParser, float_list, int_list, show_list
 from preprocess.media import (
     EncodeParams,
     check_source,
@@ -136,15 +136,16 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench preprocess", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog="python -m bench preprocess", description=__doc__)
     parser.add_argument("--clips", type=int, default=30, help="rendered 320x240 clips")
-    parser.add_argument("--seconds", type=float, nargs=2, default=[5.0, 10.0], metavar=("MIN", "MAX"), help="clip lengths, spread evenly")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--codec", default="vp9")
+    parser.add_argument("--seconds", type=float_list, default="5,10", metavar="MIN,MAX", help="clip lengths in seconds, spread evenly")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (medians are reported)")
+    parser.add_argument("--workers", type=int_list, default="1,2", metavar=LIST_METAVAR, help="worker counts to time, comma-separated")
+    parser.add_argument("--codec", default="vp9", help="codec of the shards (preprocess --codec)")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    if len(args.seconds) != 2:
+        parser.error(f"--seconds needs MIN,MAX, got {show_list(args.seconds)}")
     params = EncodeParams(codec=args.codec)
     with tempfile.TemporaryDirectory(prefix="preprocess-bench-") as tmp:
         tmp = Path(tmp)

@@ -11,7 +11,6 @@ per-sample milliseconds of the unprofiled run are the real cost.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import os
 import pstats
@@ -19,6 +18,7 @@ import time
 
 import torch
 
+from pipeline.cli_syntax import ArgumentParser
 from pipeline.config import LoaderConfig
 from pipeline.loader import Collator, build_loader
 from pipeline.reference.stream import OutputRing, ReferenceStream, load_sample
@@ -131,11 +131,10 @@ def training_process_costs(shards, cfg: LoaderConfig, workers: int, epochs: int)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench profile-loader", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m bench profile-loader", description=__doc__)
     parser.add_argument("shards", help="a shard folder (OUT of preprocess)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs profiled")
+    parser.add_argument("--workers", type=int, default=1, help="reference worker processes of the training-process measurement")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = LoaderConfig(mode="pretrain", batch_size=4)

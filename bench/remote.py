@@ -16,7 +16,6 @@ plus what start-up fetches once per loader (index files and every sample's json)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from bench.loader import _time_loader
+from pipeline.cli_syntax import ArgumentParser
 from pipeline.config import LoaderConfig
 from pipeline.routing import BACKENDS
 from pipeline.io.remote import RemoteOptions, add_remote_arguments, remote_options, sibling
@@ -68,11 +68,10 @@ def run(out_dir: str, url: str, cfg: LoaderConfig, *, backend: str, samples: int
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench remote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m bench remote", description=__doc__)
     parser.add_argument("out", help="OUT folder of preprocess on local disk")
     parser.add_argument("url", help="the same folder served over HTTP (or any fsspec URL)")
-    parser.add_argument("--backend", choices=BACKENDS, default="reference")
+    parser.add_argument("--backend", choices=BACKENDS, default="reference", help="loader backend")
     parser.add_argument("--workers", type=int, default=2, help="reference worker processes / DALI CPU threads")
     parser.add_argument("--samples", type=int, default=36, help="samples timed per method and round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (every method once per round); medians are reported")

@@ -14,7 +14,6 @@ No GPU was available, so this is arithmetic on three kinds of numbers, each labe
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 from dataclasses import dataclass, replace
@@ -22,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cli_syntax import ArgumentParser, flag
 from pipeline.config import ClipConfig
+from training.config import field_docs
 from training.presets import DATASET_VIDEOS
 
 # Published figures: value, unit, source (title). Kept apart from anything measured here.
@@ -322,11 +323,11 @@ def report(a: Assumptions, sweep_hours: tuple[float, ...] = (24, 6, 1)) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench scale-on-paper", description=__doc__.splitlines()[0])
-    defaults = Assumptions()
+    parser = ArgumentParser(prog="python -m bench scale-on-paper", description=__doc__.splitlines()[0])
+    defaults, docs = Assumptions(), field_docs(Assumptions)
     for name in ("hours", "epochs", "arch", "num_clips", "conv3d_efficiency", "batch_per_gpu", "videos"):
         value = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+        parser.add_argument(flag(name), type=type(value), default=value, help=docs.get(name, ""))
     args = parser.parse_args(argv)
     print(report(replace(defaults, **vars(args))))
     return 0

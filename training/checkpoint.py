@@ -9,12 +9,14 @@ same folder, fsynced, and renamed over the old one, so a reader sees either the 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shardformat import atomic_file
+from training.errors import UsageError
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -62,17 +64,29 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_atomic`; only tensors and plain types are accepted."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", *, option: str = "") -> dict:
+    """Load a checkpoint written by :func:`save_atomic`; only tensors and plain types are accepted. A missing,
+    truncated or corrupt file, or one holding other Python objects (never run), is a :class:`UsageError`
+    naming the file (after ``option``, the command-line option that gave it, if any)."""
+    named = f"{option} {path}" if option else f"checkpoint {path}"
+    if not Path(path).is_file():
+        raise UsageError(f"{named}: no such file (a checkpoint.pt written by train.py is needed)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as err:  # noqa: BLE001 -- damaged bytes make the unpickler raise almost any type (IndexError, KeyError, struct.error...)
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        detail = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "file ended early")
-        raise ValueError(f"checkpoint {path} cannot be loaded and is refused (truncated/corrupt, or it holds "
-                         f"Python objects other than tensors and plain types; none were run): {type(err).__name__}: {detail}") from None
+        raise UsageError(f"{named} cannot be loaded and is refused: {_why_refused(err)}") from None
+
+
+def _why_refused(err: Exception) -> str:
+    """What is wrong with the file, in our words: torch's own message advises ``weights_only=False`` or an
+    allowlist, which is the wrong advice for a damaged or untrusted file, so it is never passed on."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch bolds part of its advice
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a Python object ({found[1]}) other than tensors and plain types, and nothing in it was run; "
+                "train.py writes and reads checkpoints of tensors and plain types only")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "file ended early")
+    return f"the file is truncated or corrupt ({type(err).__name__}: {first.split('. ')[0][:200]}); copy it again or use another"
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

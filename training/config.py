@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from model.backbones import BACKBONES, DEFAULT_TGN_GROUPS
+from pipeline.cli_syntax import LIST_METAVAR, ArgumentParser, flag, int_list, naming_options, show_list
 from pipeline.config import ClipConfig
 from pipeline.io.remote import RemoteOptions
 from pipeline.routing import BACKENDS, GPU_DECODE_THREADS
+from training.errors import UsageError
 from training.presets import PRESETS, preset_names
 
 MODES = ("pretrain", "finetune", "eval")
@@ -30,8 +32,9 @@ ARCHS = tuple(BACKBONES)
 
 
 def _check(ok: bool, message: str) -> None:
+    """A user's mistake (``message`` names the option) is a :class:`UsageError`: one line from ``python train.py``."""
     if not ok:
-        raise ValueError(message)
+        raise UsageError(message)
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,18 @@ class DataConfig(ClipConfig):
     """When --data is a URL: retries of a failed read (with backoff) before the sample counts as bad."""
     read_timeout: float = RemoteOptions.timeout_s
     """When --data is a URL: limit on one read, in seconds."""
+    skip_bad_samples: bool = False
+    """Skip a bad sample (unreadable or truncated bytes, invalid json, wrong frame count) and count it in summary.json / eval.json ("samples"), instead of stopping with an error naming its shard and key."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
-        _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
-        _check(self.read_retries >= 0 and self.read_timeout > 0, "need read_retries >= 0 and read_timeout > 0")
+        _check(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        _check(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
+        _check(self.gpu_decode_threads >= 1, f"--gpu-decode-threads must be >= 1, got {self.gpu_decode_threads}")
+        _check(self.read_retries >= 0, f"--read-retries must be >= 0, got {self.read_retries}")
+        _check(self.read_timeout > 0, f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,14 @@ class ModelConfig:
     """Dropout before the last layer of each head (probability)."""
 
     def __post_init__(self) -> None:
-        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
-        _check(self.base_width >= 1, "base_width must be >= 1")
-        _check(self.norm in ("bn", "tgn"), f"norm must be bn or tgn, got {self.norm!r}")
-        _check(len(self.tgn_groups) > 0 and all(g >= 1 for g in self.tgn_groups), "tgn_groups must be positive")
-        _check(self.head in ("sort", "speed", "both"), f"head must be sort, speed or both, got {self.head!r}")
-        _check(self.hidden >= 1, "hidden must be >= 1")
-        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        _check(self.arch in ARCHS, f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _check(self.base_width >= 1, f"--base-width must be >= 1, got {self.base_width}")
+        _check(self.norm in ("bn", "tgn"), f"--norm must be bn or tgn, got {self.norm!r}")
+        _check(len(self.tgn_groups) > 0 and all(g >= 1 for g in self.tgn_groups),
+               f"--tgn-groups must be positive integers, got {show_list(self.tgn_groups) or 'none'}")
+        _check(self.head in ("sort", "speed", "both"), f"--head must be sort, speed or both, got {self.head!r}")
+        _check(self.hidden >= 1, f"--hidden must be >= 1, got {self.hidden}")
+        _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -129,15 +137,15 @@ class OptimConfig:
     """finetune: linear probe. Only the classifier trains; the backbone's weights and its BN/TGN statistics stay as loaded."""
 
     def __post_init__(self) -> None:
-        _check(self.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        _check(self.lr > 0 and math.isfinite(self.lr), "lr must be positive")
-        _check(0.0 <= self.momentum < 1.0, "momentum must be in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
-        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
-        _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
-        _check(self.grad_clip >= 0, "grad_clip must be >= 0")
-        _check(self.epochs >= 1, "epochs must be >= 1")
-        _check(self.max_steps >= 0, "max_steps must be >= 0")
+        _check(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
+        _check(0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        _check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
+        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        _check(self.max_steps >= 0, f"--max-steps must be >= 0, got {self.max_steps}")
 
 
 @dataclass(frozen=True)
@@ -176,11 +184,12 @@ class RunConfig:
     """TensorBoard event files in --out beside metrics.jsonl (rank 0 only; skipped when the tensorboard package is not installed)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.out), "out must be set")
-        _check(bool(self.init), "init must be a path or `scratch`")
-        _check(self.ckpt_every >= 0 and self.stop_after >= 0, "ckpt_every and stop_after must be >= 0")
-        _check(self.log_every >= 1, "log_every must be >= 1")
-        _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        _check(bool(self.out), "--out must be a folder, got ''")
+        _check(bool(self.init), "--init must be a checkpoint path or `scratch`, got ''")
+        _check(self.ckpt_every >= 0, f"--ckpt-every must be >= 0, got {self.ckpt_every}")
+        _check(self.stop_after >= 0, f"--stop-after must be >= 0, got {self.stop_after}")
+        _check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
+        _check(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
@@ -198,8 +207,10 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        _check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         _check(bool(self.data.data), "--data (a folder written by `preprocess`) is required")
+        _check(self.mode != "pretrain" or self.run.init == "scratch",
+               f"--init is for finetune and eval, got --init {self.run.init} for pretrain (--resume continues a pretraining run)")
         _check(self.mode != "pretrain" or self.model.head == "speed" or self.data.num_clips >= 2,
                f"--head {self.model.head} sorts clips: it needs --num-clips >= 2, got {self.data.num_clips}")
         _check(not (self.optim.freeze_backbone and self.mode == "pretrain"), "--freeze-backbone is for finetune (a linear probe)")
@@ -222,12 +233,19 @@ def _plain(value):
 
 
 def section_from_dict(section: type, values: dict):
-    """Build one section from plain values, turning lists back into the tuples the fields declare."""
+    """Build one section from plain values, turning lists back into the tuples the fields declare. A value
+    refused by a check inherited from outside this module (pipeline.ClipConfig's, whose messages use field
+    names) is a :class:`UsageError` that starts with the options it names: ``--num-clips, --speeds: ...``."""
     hints = typing.get_type_hints(section)
     known = {f.name for f in dataclasses.fields(section)}
     unknown = set(values) - known
     _check(not unknown, f"unknown {section.__name__} fields: {sorted(unknown)}")
-    return section(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in values.items()})
+    try:
+        return section(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in values.items()})
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(naming_options(str(err), known)) from None
 
 
 @cache
@@ -244,21 +262,12 @@ def field_docs(section: type) -> dict[str, str]:
     return docs
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """``train.py {pretrain,finetune,eval} [--option value ...]``; every dataclass field is one option."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train.py",
         description="Self-supervised pretraining by playback-speed prediction, action-recognition fine-tuning, and evaluation. "
-        "Run under `torchrun --nproc_per_node N` for DDP.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "Run under `torchrun --nproc_per_node N` for DDP. A mistake (an option, a file, the data) is one line and exit status 2.",
     )
     commands = parser.add_subparsers(dest="mode", required=True, metavar="{pretrain,finetune,eval}")
     about = {
@@ -268,10 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         "written to OUT/eval.json. Model settings come from the --init checkpoint.",
     }
     for mode in MODES:
-        sub = commands.add_parser(mode, help=about[mode], description=about[mode], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub = commands.add_parser(mode, help=about[mode], description=about[mode])
         sub.add_argument("--preset", choices=preset_names(mode), default=argparse.SUPPRESS,
                          help="start from a named protocol (options given on the command line still win): "
                          + "; ".join(f"{name}: {PRESETS[mode, name].about}" for name in preset_names(mode)) + " (docs/reproduce.md)")
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the traceback of a user's mistake too (by default it is one line, `train.py: error: ...`, exit status 2)")
         for name, section in SECTIONS.items():
             group = sub.add_argument_group(name, section.__doc__)
             docs = field_docs(section)
@@ -283,25 +294,27 @@ def build_parser() -> argparse.ArgumentParser:
                 if kind is bool:
                     kwargs["action"] = argparse.BooleanOptionalAction
                 elif typing.get_origin(kind) is tuple:
-                    kwargs.update(type=_int_tuple, metavar="A,B,...")
+                    kwargs.update(type=int_list, metavar=LIST_METAVAR)
                 else:
                     kwargs.update(type=kind, metavar=f.name.upper())
-                group.add_argument(_flag(f.name), **kwargs)
+                group.add_argument(flag(f.name), **kwargs)
     return parser
 
 
 def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return show_list(value) if isinstance(value, tuple) else str(value)
 
 
 def parse_overrides(argv: list[str] | None) -> tuple[str, dict[str, dict]]:
     """The mode and only the options given on the command line: ``{"optim": {"lr": 0.1}, ...}``, plus
-    ``"preset": NAME`` when ``--preset`` is given (train.py layers it under the command line)."""
+    ``"preset": NAME`` when ``--preset`` is given (train.py layers it under the command line) and
+    ``"debug": True`` with ``--debug``."""
     ns = vars(build_parser().parse_args(argv))
     mode = ns.pop("mode")
     overrides: dict = {name: {} for name in SECTIONS}
-    if "preset" in ns:
-        overrides["preset"] = ns.pop("preset")
+    for key in ("preset", "debug"):
+        if key in ns:
+            overrides[key] = ns.pop(key)
     for key, value in ns.items():
         section, name = key.split(".", 1)
         overrides[section][name] = value

@@ -231,7 +231,7 @@ def add_remote_arguments(parser) -> None:
     group = parser.add_argument_group("remote shards", "Reading shards given as URLs (https://, s3://, gs://, ...).")
     group.add_argument("--storage-options", default="", metavar="JSON",
                        help="fsspec storage options as a JSON object, e.g. '{\"anon\": true}' (default: environment credentials)")
-    group.add_argument("--shard-cache", default="", metavar="DIR", help="keep every member read under DIR; later epochs read it locally")
+    group.add_argument("--shard-cache", default="", metavar="DIR", help="keep every member read under DIR; later epochs read it locally (default: no cache)")
     group.add_argument("--read-retries", type=int, default=RemoteOptions.retries, help="retries of a failed read before the sample is bad")
     group.add_argument("--read-timeout", type=float, default=RemoteOptions.timeout_s, help="limit on one read, seconds")
 
