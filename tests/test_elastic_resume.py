@@ -129,3 +129,14 @@ def test_log_samples_records_the_planned_global_batches_and_continues_across_a_r
         assert len(set(draws["speeds"])) == 3 and set(draws["speeds"]) <= speeds
         assert all(0 <= top <= 32 - 28 and 0 <= left <= 32 - 28 and flip in (0, 1) for top, left, flip in draws["crops"])
         assert all(0 <= s <= 24 - 1 - abs(v) * 7 for s, v in zip(draws["starts"], draws["speeds"]))  # 24-frame videos, T=8
+
+
+def test_auto_resume_starts_a_run_then_continues_it_with_the_same_command(shards, tmp_path):
+    import train
+
+    command = ["pretrain", "--data", str(shards), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET, "--out", str(tmp_path / "run"),
+               "--max-steps", "4", "--stop-after", "2", "--auto-resume"]
+    assert train.main(command)["step"] == 2  # no checkpoint yet: a new run
+    assert train.main(command)["step"] == 4  # the same command again: resumed at step 2
+    assert sorted(losses(tmp_path / "run")) == [1, 2, 3, 4]
+    assert train.main(command)["step"] == 4  # a finished run: nothing left to do
