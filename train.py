@@ -8,15 +8,15 @@
 `python train.py {pretrain,finetune,eval} --help` lists every option. Read top to bottom: setup -> data ->
 model -> optimizer -> loop (train), and the same for eval. Resume is exact: a checkpoint records the step,
 and the loader redraws an epoch identically from (seed, epoch), so `--resume` skips the batches of the
-current epoch that were already consumed and restores every RNG stream. A user's mistake (an option, a
-file, the data) is one line, `train.py: error: ...`, and exit status 2 (`--debug`: the traceback;
-training/errors.py); `main` raises it instead, for callers in Python.
+current epoch that were already consumed and restores every RNG stream. The global batches depend on
+(seed, epoch, global batch size) only, so a run may resume on another world size (training/elastic.py).
+A user's mistake (an option, a file, the data) is one line, `train.py: error: ...`, and exit status 2
+(`--debug`: the traceback; training/errors.py); `main` raises it instead, for callers in Python.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import sys
 import time
@@ -30,7 +30,7 @@ from pipeline import ClipConfig, LoaderConfig, build_loader, list_shards
 from pipeline.io.remote import is_url, remote_options
 from pipeline.io.remote_shards import label_names
 from shardformat import atomic_write
-from training import checkpoint, data_report, distributed
+from training import checkpoint, data_report, distributed, elastic
 from training.config import RunConfig, TrainConfig, parse_overrides, resolve
 from training.errors import UsageError, run_command
 from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
@@ -66,6 +66,8 @@ def run_mode(mode: str, overrides: dict) -> dict:
         if mode == "eval":
             run.setdefault("out", str(Path(run["init"]).parent))
     base = merge(preset_values(mode, overrides.pop("preset", None)), base)  # the checkpoint's network wins over a preset
+    if run.get("auto_resume") and (Path(run.get("out", "runs/default")) / "checkpoint.pt").exists():
+        run["resume"] = True  # decided once, before any rank can write a checkpoint of this job
     if run.get("resume"):
         base = _resumed_config(Path(run.get("out", RunConfig.out)))
     cfg = resolve(mode, overrides, base)
@@ -118,11 +120,13 @@ def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: 
     return loader
 
 
-def loader_config(cfg: TrainConfig, mode: str, *, training: bool) -> LoaderConfig:
-    """``mode``: the loader's pretrain/finetune/eval; ``training``: batch size and augmentation of training (else of eval)."""
+def loader_config(cfg: TrainConfig, mode: str, *, training: bool, world_size: int = 1) -> LoaderConfig:
+    """``mode``: the loader's pretrain/finetune/eval; ``training``: batch size (this rank's share of the global
+    batch over ``world_size`` ranks) and augmentation of training (else of eval)."""
     d = cfg.data
     return LoaderConfig(
-        mode=mode, **d.clip_settings(), batch_size=d.batch_size if training else d.eval_batch_size,
+        mode=mode, **d.clip_settings(),
+        batch_size=elastic.per_rank_batch_size(d.global_batch_size, d.batch_size, world_size) if training else d.eval_batch_size,
         augment=d.augment and training, seed=cfg.run.seed, shuffle=training, skip_bad_samples=d.skip_bad_samples,
     )
 
@@ -178,7 +182,11 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         atomic_write(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")  # --resume reads it: never half-written
 
     # ---- data
-    loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "pretrain" if pretrain else "finetune", training=True))
+    lcfg = loader_config(cfg, "pretrain" if pretrain else "finetune", training=True, world_size=info.world_size)
+    global_size = elastic.global_batch_size(cfg.data.global_batch_size, cfg.data.batch_size, info.world_size)
+    if resume is not None:  # before the shards are scanned
+        elastic.check_global_batch(resume, global_size=global_size, world_size=info.world_size)
+    loader = open_loader(cfg, info, cfg.data.train_split, lcfg)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         loader.close()
@@ -209,12 +217,15 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     step = 0
     if resume is not None:
-        if resume["steps_per_epoch"] != steps_per_epoch:
+        if resume["steps_per_epoch"] != steps_per_epoch:  # same global batch, other data
             raise ValueError(f"cannot resume exactly: {steps_per_epoch} batches per epoch now, {resume['steps_per_epoch']} in the checkpoint")
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        optimizer.load_state_dict(resume["optimizer"])  # the same on every rank (DDP): any world size loads it
+        scheduler.load_state_dict(resume["scheduler"])  # by global step
         step = resume["step"]
-        checkpoint.set_rng_state(resume["rng"][info.rank])
+        if len(resume["rng"]) == info.world_size:
+            checkpoint.set_rng_state(resume["rng"][info.rank])  # exact: this rank's own streams
+        else:
+            elastic.reseed(cfg.run.seed, step, info.rank)  # another world size: new streams for the new ranks
     else:
         torch.manual_seed(cfg.run.seed + 1000 * info.rank)  # dropout differs per rank, reproducibly
 
@@ -223,16 +234,20 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         if info.is_main:
             checkpoint.save_atomic({
                 "model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch, "config": cfg.to_dict(), "rng": rng,
+                "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch, "global_batch_size": global_size,
+                "config": cfg.to_dict(), "rng": rng,
                 "mode": cfg.mode, "classes": classes or [],
             }, ckpt_path)
 
     # ---- loop
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if info.is_main else None
     board = TensorBoardLog(out, enabled=cfg.run.tensorboard and info.is_main, purge_step=step + 1 if resume else None)
+    sample_log = elastic.SampleLog(out, info, resume_step=step if resume else None) if cfg.run.log_samples else None
     if info.is_main:
         console.log(f"{cfg.mode}: {cfg.model.arch} on {device} x{info.world_size}, loader {loader.backend}, "
-                    f"{steps_per_epoch} steps/epoch, {total_steps} steps" + (f", resuming at step {step}" if resume else "")
+                    f"{steps_per_epoch} steps/epoch of {global_size} samples, {total_steps} steps"
+                    + (f", resuming at step {step}" + (f" (checkpoint from {len(resume['rng'])} ranks)" if len(resume["rng"]) != info.world_size else "")
+                       if resume else "")
                     + (", linear probe (backbone frozen)" if cfg.optim.freeze_backbone else ""))
         if loader.route_reason:
             console.log(f"loader: {loader.route_reason}")
@@ -248,8 +263,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
         metrics.restart_clock()
         while step < total_steps and not (cfg.run.stop_after and steps_here >= cfg.run.stop_after):
             epoch, skip = divmod(step, steps_per_epoch)
-            loader.set_epoch(epoch)
-            batches = Prefetcher(itertools.islice(loader, skip, None), device, channels_last=channels_last)  # resume: skip consumed batches
+            loader.set_epoch(epoch, start_batch=skip)  # resume: the epoch's consumed global batches are not read again
+            batches = Prefetcher(loader, device, channels_last=channels_last)
             for batch in batches:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     if pretrain:
@@ -264,6 +279,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 optimizer.step()
                 scheduler.step()
                 step, steps_here = step + 1, steps_here + 1
+                if sample_log is not None:
+                    sample_log.write(step, batch)  # every rank: one gather of the step's keys and draws
                 metrics.add(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0], clips=batch["clips"].shape[0] * batch["clips"].shape[1],
                             wait_s=batches.last_wait_s, values={"loss": loss, **stats, "grad_norm": grad_norm})
                 if info.is_main and steps_here == 1:  # what the model is fed: the first few samples, once per run (and per resumed run)
@@ -296,6 +313,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     if info.is_main:
         log.close()
         board.close()
+        if sample_log is not None:
+            sample_log.close()
         records = read_jsonl(out / "metrics.jsonl")
         window = records[-max(1, min(len(records), steps_per_epoch)):]  # the last epoch (or what ran of it)
         for key in ("loss", "acc", "order_acc", "speed_acc", "clips_per_s", "data_wait_pct"):

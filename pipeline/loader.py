@@ -80,7 +80,7 @@ class Collator:
         clips = self._clips if len(results) == self.capacity else self._clips[: len(results)]
         if pin:
             clips = clips.pin_memory()
-        return {
+        batch = {
             "clips": clips,
             "speeds": torch.as_tensor(np.stack([r.speeds for r in results]), dtype=torch.int64),
             "speed_label": torch.as_tensor(np.stack([r.speed_label for r in results]), dtype=torch.int64),
@@ -90,6 +90,9 @@ class Collator:
             "key": [r.key for r in results],
             "video_id": [r.video_id for r in results],
         }
+        if all(r.crops is not None for r in results):  # every backend's results carry them
+            batch["crops"] = torch.as_tensor(np.stack([r.crops for r in results]), dtype=torch.int64)
+        return batch
 
 
 class VideoLoader:
@@ -101,7 +104,7 @@ class VideoLoader:
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.device, self.normalized = device, normalized
         self.backend, self.route_reason = route.backend, route.reason
-        self.epoch = 0
+        self.epoch = self.start_batch = 0
         self.eligible, excluded = eligible_samples(records, cfg)
         self.stats = {"samples": len(records), "excluded": sum(excluded.values()), "excluded_reasons": dict(excluded),
                       "skipped": 0, "skipped_samples": []}
@@ -135,9 +138,14 @@ class VideoLoader:
     def __len__(self) -> int:
         return num_batches(self._num_rank_samples, self.cfg)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle and redraw for ``epoch`` (call before iterating, like ``DistributedSampler``)."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Reshuffle and redraw for ``epoch`` (call before iterating, like ``DistributedSampler``).
+        ``start_batch`` (pretrain/finetune): iterating then starts at this batch of the epoch and yields the
+        ``len(self) - start_batch`` batches from there, without reading the ones before (a resumed run skipping
+        the global batches it consumed; re-draws for skipped bad samples then wrap around from there)."""
+        if not 0 <= start_batch <= len(self) or (start_batch and self.cfg.mode == "eval"):
+            raise ValueError(f"start_batch must be in [0, {len(self)}] (and 0 in eval mode), got {start_batch}")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def __iter__(self):
         if self.backend.startswith("dali"):  # DALI's host work off the training thread
@@ -147,7 +155,8 @@ class VideoLoader:
     def _batches(self):
         cfg = self.cfg
         samples = rank_samples(self.eligible, cfg, epoch=self.epoch, rank=self.rank, world_size=self.world_size)
-        wanted = len(self)
+        wanted = len(self) - self.start_batch
+        samples = samples[self.start_batch * cfg.batch_size:]
         pin = self.device is not None and self.device.type == "cuda" and self.backend != "dali-gpu"  # CPU tensors
         batch = Collator(cfg, cfg.batch_size, normalized=self.normalized)
         emitted = failures_in_a_row = 0

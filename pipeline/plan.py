@@ -7,6 +7,14 @@
   ``n // world_size // batch_size`` full batches (the remainder is dropped). Samples skipped as bad are
   replaced by re-drawing the rank's samples from its start (``repeat`` 1, 2, ...) so every rank still
   yields exactly ``len(loader)`` batches and DDP collectives never wait on a rank that ran out.
+* The global order: with ``G = batch_size * world_size``, global batch ``b`` of an epoch is
+  ``order[b * G:(b + 1) * G]`` and rank ``r``'s batch ``b`` is its positions ``r, r + W, r + 2W, ...``
+  (the layout above, read batch by batch). ``order`` depends on (seed, epoch) only and every draw on (seed,
+  epoch, key, repeat) only, so the sequence of global batches, and each sample's clips, crops and flips, are
+  a function of (seed, epoch, G): the same on any world size, worker count or backend (:func:`global_batch`
+  puts the ranks' slices back in that order). Not covered: re-draws that replace skipped bad samples
+  (``skip_bad_samples``) are taken per rank, so a run that skips samples sees world-size-dependent
+  replacements from the first skipped one on.
 * eval: no shuffle, no drop: rank ``r`` takes sorted keys ``[r::world_size]``, so every video is seen
   exactly once across ranks; the last batch may be smaller and ranks may differ by one batch.
 """
@@ -76,6 +84,22 @@ def rank_samples(eligible: list[SampleRecord], cfg: LoaderConfig, *, epoch: int,
     return [eligible[i] for i in order[rank::world_size][:per_rank]]
 
 
+def rank_batch_size(global_batch_size: int, world_size: int) -> int:
+    """Samples per rank and step for a global batch of ``global_batch_size`` samples over ``world_size`` ranks."""
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise ValueError(f"--global-batch-size {global_batch_size} is not a multiple of the world size {world_size}: "
+                         f"pick a global batch that every world size the job may run on divides")
+    return global_batch_size // world_size
+
+
+def global_batch(rank_parts: list[list]) -> list:
+    """One global batch from its ranks' slices (``rank_parts[r]``: rank ``r``'s items of the step, in its batch
+    order), in global batch order: rank ``r``'s ``i``-th item is position ``r + i * world_size``."""
+    if len({len(part) for part in rank_parts}) > 1:
+        raise ValueError(f"ranks hold slices of different lengths {[len(p) for p in rank_parts]}: not one global batch")
+    return [item for items in zip(*rank_parts) for item in items]
+
+
 def num_batches(num_rank_samples: int, cfg: LoaderConfig) -> int:
     if cfg.mode == "eval":
         return -(-num_rank_samples // cfg.batch_size)
@@ -120,6 +144,9 @@ class SampleResult:
     """Set when ``clips`` is a view of memory the backend reuses (a slot of a reference worker's shared-memory
     ring): the loader calls it once it has copied ``clips`` into its batch, and the memory is not reused
     before. None when ``clips`` is the result's own."""
+    crops: np.ndarray | None = None
+    """(K, 3) int64: each clip's view as (top, left, flip) in pixels of the resized frame (:class:`View`); what
+    ``--log-samples`` records. None only in results built by hand (then the batch has no ``crops``)."""
 
 
 def check_decoded(plan: SamplePlan, decoded: torch.Tensor) -> None:
@@ -139,4 +166,6 @@ def finish_sample(plan: SamplePlan, decoded: torch.Tensor) -> SampleResult:
 def sample_result(plan: SamplePlan, clips: torch.Tensor) -> SampleResult:
     """The result of ``plan`` once its clips, uint8 (K, T, S, S, 3), are cut."""
     record, c = plan.record, plan.clips
-    return SampleResult(record.key, record.video_id, record.label, c.frame_indices, c.speeds, c.speed_label, c.order_label, clips)
+    crops = np.array([(v.top, v.left, int(v.flip)) for v in plan.views], dtype=np.int64).reshape(-1, 3)
+    return SampleResult(record.key, record.video_id, record.label, c.frame_indices, c.speeds, c.speed_label, c.order_label, clips,
+                        crops=crops)

@@ -50,7 +50,9 @@ class DataConfig(ClipConfig):
     backend: str = "auto"
     """Loader backend: auto (DALI GPU if CUDA, else reference), dali, or reference."""
     batch_size: int = 8
-    """Samples per step per rank (a pretext sample holds num_clips clips)."""
+    """Samples per step per rank (a pretext sample holds num_clips clips). Not used when global_batch_size is set."""
+    global_batch_size: int = 0
+    """Samples per step over all ranks; each rank takes global_batch_size / world size. Batches and clip draws then depend on (seed, epoch, this) only, the same on any number of GPUs, and --resume may change the world size (docs/training.md). 0 = batch_size x world size."""
     eval_batch_size: int = 8
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
@@ -75,6 +77,7 @@ class DataConfig(ClipConfig):
         _check(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
+        _check(self.global_batch_size >= 0, f"--global-batch-size must be >= 0 (0 = --batch-size x world size), got {self.global_batch_size}")
         _check(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
         _check(self.gpu_decode_threads >= 1, f"--gpu-decode-threads must be >= 1, got {self.gpu_decode_threads}")
         _check(self.read_retries >= 0, f"--read-retries must be >= 0, got {self.read_retries}")
@@ -157,13 +160,17 @@ class RunConfig:
     init: str = "scratch"
     """finetune: a pretrain checkpoint to take the backbone from, or `scratch`. eval: the checkpoint to evaluate (a pretrain checkpoint gives pretext accuracy and retrieval only), or `scratch` for a random-init baseline."""
     resume: bool = False
-    """Continue the run in --out from its checkpoint.pt: same step, same data order, same RNG streams."""
+    """Continue the run in --out from its checkpoint.pt: same step, same data order, same RNG streams (on another world size: same global batches, see docs/training.md)."""
+    auto_resume: bool = False
+    """Resume from --out's checkpoint.pt when it exists, else start the run: the one command a restarting launcher (torchrun --max-restarts, SLURM --requeue, a Kubernetes Job) runs every time."""
     seed: int = 0
     """Seeds model init, dropout and the loader's sampling."""
     ckpt_every: int = 0
     """Write checkpoint.pt every this many steps (0 = at the end of each epoch only); always at the end."""
     stop_after: int = 0
     """Leave the loop after this many steps of this process, as a pre-emption would (0 = never). For resume drills."""
+    log_samples: bool = False
+    """Rank 0 appends one JSON line per step to OUT/samples.jsonl: the global batch's sample keys and clip draws (starts, speeds, crops), continued across resumes."""
     log_every: int = 10
     """Print a log line every this many steps (metrics.jsonl gets every step)."""
     device: str = "auto"
