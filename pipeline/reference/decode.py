@@ -10,10 +10,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pipeline.reference.colour import centre_sited, rgb_planes
-
 # imported at module level: DataLoader workers are forked and inherit it (the import takes seconds)
 from torchcodec.decoders import VideoDecoder
+
+from pipeline.reference.colour import centre_sited, rgb_planes
 
 
 def torchcodec_decoder(data: bytes, *, threads: int = 1) -> VideoDecoder:
@@ -45,8 +45,9 @@ def rgb_view(frame: av.VideoFrame, out: np.ndarray | None = None) -> np.ndarray:
 
 def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rgb: bool = True):
     """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
-    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (see :func:`rgb_view`), or with ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each
-    frame is decoded at most once by one single-threaded libavcodec decoder.
+    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (see :func:`rgb_view`), or with
+    ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each frame is decoded at most once by one
+    single-threaded libavcodec decoder.
 
     ``source``: the encoded bytes, or a seekable binary file positioned anywhere (e.g.
     ``SampleRecord.open_video()``, which reads the member from its shard on demand).

@@ -5,19 +5,18 @@ Converting every wanted frame to RGB costs more than the crops need (a 112x112 c
 still in YUV, into one tall frame per sample (clip ``k``'s slot ``t`` at rows ``(k*T + t)*P``), and
 libswscale converts that frame in one call, as DALI converts whole frames (``colour.py``: chroma upsampled
 bilinearly). A crop's pixels then depend on the chroma samples around it too, so each crop is copied with
-a margin: the box starts on the even row and column at or before the chroma sample above and left of the
-crop's first pixel, and is ``P = box_size(S) + 2`` pixels on each side (even), which holds every chroma
-sample the crop's pixels interpolate between. Where the margin runs past the frame's edge the frame's edge
-samples are repeated into it, as libswscale does at a whole frame's edge. The result is bit-identical to
-converting whole frames and cropping (``tests/test_pipeline.py`` and ``tests/test_backend_agreement.py``
-check it).
+a margin: the box starts at the first chroma sample the crop's first row (column) interpolates from, and is
+``P = box_size(S) + 2`` pixels wide and high (even), which holds every chroma sample the crop's pixels
+interpolate between. Where the box runs past the frame's edge the frame's edge samples are repeated into it,
+as libswscale does at a whole frame's edge. The result is bit-identical to converting whole frames and
+cropping (``tests/test_pipeline.py`` and ``tests/test_backend_agreement.py`` check it).
 
 The tall frame is converted to planar RGB (``gbrp``), not packed ``rgb24``: each channel then leaves as a
 contiguous block, so the copy into a channel-first ring slot needs no deinterleaving, and the bilinear
-conversion to planar RGB costs a fifth of the one to packed RGB (1.7 against 11 ms for 64 slots of
-118 x 118, one thread).
+conversion to planar RGB costs a sixth of the one to packed RGB (1.7 against 10 ms for 64 slots of
+116 x 116, the boxes of 112-pixel crops; one thread).
 
-Used by the reference backend when the stored frames need no resize (see ``reference.py``); frames in any
+Used by the reference backend when the stored frames need no resize (see ``stream.py``); frames in any
 other pixel format, or too small for the box, go through :class:`pipeline.views.ClipWriter` instead.
 """
 
