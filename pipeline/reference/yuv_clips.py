@@ -51,9 +51,9 @@ def padded_size(size: int) -> int:
 
 
 def padded_origin(offset: int) -> int:
-    """Even luma row (or column) a padded box starts on for a crop starting at ``offset``: that of the chroma
-    sample before the crop's first pixel (-2 for a crop on the frame's edge: the margin outside is filled
-    with the edge samples)."""
+    """Even luma row (or column) a padded box starts on for a crop starting at ``offset``: that of the first
+    chroma sample the crop's first pixel interpolates from (-2 for a crop on the frame's edge: the margin
+    outside the frame is filled with the edge samples)."""
     return 2 * ((offset - 1) // 2)
 
 
