@@ -73,9 +73,12 @@ def run_mode(mode: str, overrides: dict) -> dict:
     cfg = resolve(mode, overrides, base)
     info = distributed.setup(cfg.run.device)
     try:
-        return evaluate(cfg, info, init_state) if mode == "eval" else train(cfg, info, init_state)
-    finally:
-        distributed.teardown()
+        result = evaluate(cfg, info, init_state) if mode == "eval" else train(cfg, info, init_state)
+    except BaseException:
+        distributed.teardown(finished=False)
+        raise
+    distributed.teardown(finished=True)
+    return result
 
 
 def _resumed_config(out: Path) -> dict:

@@ -46,8 +46,14 @@ def setup(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
-def teardown() -> None:
+def teardown(*, finished: bool) -> None:
+    """Leave the process group. After a finished run the ranks leave together (a barrier first): a rank that
+    destroyed its group and exited while another still exchanged messages with it could abort the other at
+    exit (seen once under load with gloo). After a failure no rank waits: the others may be blocked in a
+    collective this rank will never join, and torchrun stops them."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -13,6 +13,8 @@ from av.video.reformatter import VideoReformatter
 # imported at module level: DataLoader workers are forked and inherit it (the import takes seconds)
 from torchcodec.decoders import VideoDecoder
 
+from pipeline.reference.colour import centre_sited, rgb_planes
+
 
 def torchcodec_decoder(data: bytes, *, threads: int = 1) -> VideoDecoder:
     """A torchcodec decoder over encoded bytes. ``seek_mode="exact"`` scans the packets once, so
@@ -28,20 +30,24 @@ READ_BYTES = 8192
 _RGB = VideoReformatter()
 
 
-def rgb_view(frame: av.VideoFrame) -> np.ndarray:
-    """``frame`` converted to RGB: an (H, W, 3) uint8 view of the converted frame's own buffer (no copy;
-    the array keeps that buffer alive)."""
-    rgb = _RGB.reformat(frame, format="rgb24")
-    plane = rgb.planes[0]
-    rows = np.frombuffer(plane, np.uint8)[: rgb.height * plane.line_size].reshape(rgb.height, plane.line_size)
-    return rows[:, : rgb.width * 3].reshape(rgb.height, rgb.width, 3)
+def rgb_view(frame: av.VideoFrame, out: np.ndarray | None = None) -> np.ndarray:
+    """``frame`` converted to RGB as DALI's decoders do it (``colour.py``): (H, W, 3) uint8, written into
+    ``out`` (any (H, W, 3) uint8 array or view) or a new array whose memory is channel-first (each channel a
+    contiguous block, so the planar conversion's output is copied without interleaving)."""
+    red, green, blue = rgb_planes(_RGB, centre_sited(frame))
+    if out is None:
+        out = np.empty((3, frame.height, frame.width), np.uint8).transpose(1, 2, 0)
+    width = frame.width
+    for c, plane in enumerate((red, green, blue)):
+        out[..., c] = plane[:, :width]
+    return out
 
 
 def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rgb: bool = True):
     """Yield ``(position, frame)`` for frames ``indices`` (sorted, unique) of an encoded video, in order:
-    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (a view of the converted frame's
-    own buffer, see :func:`rgb_view`), or with ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each
-    frame is decoded at most once by one single-threaded libavcodec decoder.
+    ``position`` indexes ``indices``, ``frame`` is (H, W, 3) uint8 RGB (see :func:`rgb_view`), or with
+    ``rgb=False`` the decoded ``av.VideoFrame`` as it is. Each frame is decoded at most once by one
+    single-threaded libavcodec decoder.
 
     ``source``: the encoded bytes, or a seekable binary file positioned anywhere (e.g.
     ``SampleRecord.open_video()``, which reads the member from its shard on demand).
@@ -131,8 +137,13 @@ def pyav_union_decode(source, indices, *, gop: int | None = None, check=None, rg
 
 def pyav_union_frames(source, indices, *, gop: int | None = None, check=None) -> np.ndarray:
     """Frames ``indices`` (sorted, unique) of an encoded video (bytes or a file) stacked: (N, H, W, 3)
-    uint8 (see :func:`pyav_union_decode`)."""
-    frames = [frame for _, frame in pyav_union_decode(source, indices, gop=gop, check=check)]
-    if not frames:
+    uint8 (see :func:`pyav_union_decode`), over channel-first (N, 3, H, W) memory: the planar conversion's
+    channels are copied as blocks, and the resize (``views.assemble_clips``) wants channel-first anyway."""
+    frames = None
+    for position, frame in pyav_union_decode(source, indices, gop=gop, check=check, rgb=False):
+        if frames is None:
+            frames = np.empty((len(indices), 3, frame.height, frame.width), np.uint8).transpose(0, 2, 3, 1)
+        rgb_view(frame, out=frames[position])
+    if frames is None:
         raise IndexError("no frames requested")
-    return np.stack(frames)
+    return frames

@@ -2,21 +2,22 @@
 
 Converting every wanted frame to RGB costs more than the crops need (a 112x112 crop keeps 43% of a
 228x128 frame) and PyAV's per-call overhead is paid once per frame. Here each clip slot's crop is copied,
-still in YUV, into one tall frame per sample (clip ``k``'s slot ``t`` at rows ``(k*T + t)*B``), and
-libswscale converts that frame in one call. The crop box is widened to even offsets and an even size ``B``
-so that every 2x2 block keeps its chroma sample: the unscaled 4:2:0 -> RGB conversion treats blocks
-independently, so the result is bit-identical to converting whole frames and cropping
-(``tests/test_reference_yuv_clips.py`` checks it).
+still in YUV, into one tall frame per sample (clip ``k``'s slot ``t`` at rows ``(k*T + t)*P``), and
+libswscale converts that frame in one call, as DALI converts whole frames (``colour.py``: chroma upsampled
+bilinearly). A crop's pixels then depend on the chroma samples around it too, so each crop is copied with
+a margin: the box starts at the first chroma sample the crop's first row (column) interpolates from, and is
+``P = box_size(S) + 2`` pixels wide and high (even), which holds every chroma sample the crop's pixels
+interpolate between. Where the box runs past the frame's edge the frame's edge samples are repeated into it,
+as libswscale does at a whole frame's edge. The result is bit-identical to converting whole frames and
+cropping (``tests/test_reference_yuv_clips.py`` and ``tests/test_backend_agreement.py`` check it).
 
 The tall frame is converted to planar RGB (``gbrp``), not packed ``rgb24``: each channel then leaves as a
-contiguous block, so the copy into a channel-first ring slot needs no deinterleaving (0.07 against
-0.27 ms per 16 x 112 x 112 clip, one thread), and the conversion itself is faster (0.47 against 0.65 ms
-for 64 slots of 114 x 114). libswscale's planar output is only right for frame widths that are a multiple
-of 16 (with FFmpeg 8.1 the columns past the last multiple of 16 come out zero), so the tall frame is
-widened to one; the extra columns are never read.
+contiguous block, so the copy into a channel-first ring slot needs no deinterleaving, and the bilinear
+conversion to planar RGB costs a sixth of the one to packed RGB (1.7 against 10 ms for 64 slots of
+116 x 116, the boxes of 112-pixel crops; one thread).
 
-Used by the reference backend when the stored frames need no resize (see ``reference.py``); frames in any
-other pixel format, or too small for the widened box, go through :class:`pipeline.views.ClipWriter` instead.
+Used by the reference backend when the stored frames need no resize (see ``stream.py``); frames in any
+other pixel format, or too small for the box, go through :class:`pipeline.views.ClipWriter` instead.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from pipeline.reference.colour import plane_rows, rgb_planes
 from pipeline.views import View, clip_buffer
 
 #: The pixel format this path handles (VP9/H.264 shards decode to it).
 FORMAT = "yuv420p"
-#: The planar RGB format the tall frame is converted to, and which of its planes holds R, G and B.
-PLANAR_RGB, RGB_PLANES = "gbrp", (2, 0, 1)
-#: Widths of the tall frame are rounded up to a multiple of this (see the module docstring).
-WIDTH_ALIGN = 16
 
 # One converter per process: its swscale context is reused while the tall frames keep their size.
 _CONVERTER = VideoReformatter()
@@ -42,32 +40,48 @@ _CONVERTER = VideoReformatter()
 _SPARE: dict[tuple[int, int], tuple] = {}
 
 
-def _plane_rows(plane, height: int | None = None) -> np.ndarray:
-    """A frame plane as a (height, line_size) uint8 array over the frame's own buffer (no copy). ``height``:
-    the plane's, when the caller knows it (one call into PyAV less, in the per-frame path)."""
-    return np.ndarray((plane.height if height is None else height, plane.line_size), np.uint8, plane)
-
-
 def box_size(size: int) -> int:
     """Side of the even-aligned box that holds a ``size`` crop at any offset: the next even number > size."""
     return size + 2 - size % 2
 
 
-def box_origin(offset: int, extent: int, box: int) -> int:
-    """Even start of the box holding ``[offset, offset + size)`` inside ``[0, extent)`` (``extent`` even)."""
-    return min(offset & ~1, (extent - box) & ~1)
+def padded_size(size: int) -> int:
+    """Side of the box a ``size`` crop is copied in, with the chroma around it (see the module docstring)."""
+    return box_size(size) + 2
+
+
+def padded_origin(offset: int) -> int:
+    """Even luma row (or column) a padded box starts on for a crop starting at ``offset``: that of the first
+    chroma sample the crop's first pixel interpolates from (-2 for a crop on the frame's edge: the margin
+    outside the frame is filled with the edge samples)."""
+    return 2 * ((offset - 1) // 2)
+
+
+def _span(origin: int, length: int, extent: int) -> slice | np.ndarray:
+    """Rows (or columns) ``origin .. origin + length - 1`` of a plane ``extent`` long: a slice when they lie
+    inside it, else their indices clamped to it (the edge repeated, as libswscale does at a frame's edge)."""
+    if origin >= 0 and origin + length <= extent:
+        return slice(origin, origin + length)
+    return np.clip(np.arange(origin, origin + length), 0, extent - 1)
+
+
+def _box(rows: slice | np.ndarray, columns: slice | np.ndarray) -> tuple:
+    """A numpy index for ``rows`` x ``columns`` (two index arrays need ``np.ix_`` to select a block)."""
+    if isinstance(rows, np.ndarray) and isinstance(columns, np.ndarray):
+        return np.ix_(rows, columns)
+    return rows, columns
 
 
 def _tall_frame(box: int, rows: int) -> tuple:
-    """A yuv420p frame of ``rows`` slots of ``box`` x ``box`` stacked vertically, at least ``box`` wide (a
-    multiple of ``WIDTH_ALIGN``), and each slot's (Y, U, V) box as array views into it; a spare one if
-    there is one. Hand it back with ``_SPARE[frame.width, frame.height] = ...`` once converted."""
-    width, height = -(-box // WIDTH_ALIGN) * WIDTH_ALIGN, box * rows
+    """A yuv420p frame of ``rows`` slots of ``box`` x ``box`` stacked vertically, and each slot's (Y, U, V)
+    box as array views into it; a spare one if there is one. Hand it back with
+    ``_SPARE[frame.width, frame.height] = ...`` once converted."""
+    width, height = box, box * rows
     spare = _SPARE.pop((width, height), None)
     if spare is not None:
         return spare
     frame = av.VideoFrame(width, height, FORMAT)
-    luma, cb, cr = (_plane_rows(p) for p in frame.planes)
+    luma, cb, cr = (plane_rows(p) for p in frame.planes)
     half = box // 2
     slots = [(luma[r * box : (r + 1) * box, :box], cb[r * half : (r + 1) * half, :half], cr[r * half : (r + 1) * half, :half])
              for r in range(rows)]
@@ -92,13 +106,13 @@ class YuvClipWriter:
         size = views[0].size
         self.clips = clip_buffer(positions, size, out)
         self.height, self.width = first.height, first.width
-        self.views, self.size, self.box = views, size, box_size(size)
-        b, half = self.box, self.box // 2
-        # the tall frame carries the source's colour description, which the conversion follows
-        self._colorspace, self._color_range = first.colorspace, first.color_range
-        self._tall = _tall_frame(b, clips * slots)  # clip k's slot t is row k * slots + t
-        self._origins = [(box_origin(v.top, self.height, b), box_origin(v.left, self.width, b)) for v in views]
-        boxes = [((slice(top, top + b), slice(left, left + b)), (slice(top // 2, top // 2 + half), slice(left // 2, left // 2 + half)))
+        self.views, self.size, self.box = views, size, padded_size(size)
+        p, half = self.box, self.box // 2
+        self._color_range = first.color_range  # the conversion follows the stream's range (colour.py)
+        self._tall = _tall_frame(p, clips * slots)  # clip k's slot t is row k * slots + t
+        self._origins = [(padded_origin(v.top), padded_origin(v.left)) for v in views]
+        boxes = [(_box(_span(top, p, self.height), _span(left, p, self.width)),
+                  _box(_span(top // 2, half, self.height // 2), _span(left // 2, half, self.width // 2)))
                  for top, left in self._origins]
         # Per union position, the copies its frame feeds, built once (put runs once per decoded frame):
         # (destination Y, U and V in the tall frame, the box in the luma plane, the box in chroma).
@@ -114,7 +128,7 @@ class YuvClipWriter:
             raise ValueError(f"frame {frame.format.name} {frame.width}x{frame.height}, expected {FORMAT} {self.width}x{self.height}")
         y, u, v = frame.planes
         half = self.height // 2
-        luma, cb, cr = _plane_rows(y, self.height), _plane_rows(u, half), _plane_rows(v, half)
+        luma, cb, cr = plane_rows(y, self.height), plane_rows(u, half), plane_rows(v, half)
         for to_luma, to_cb, to_cr, box, chroma_box in self._copies.get(position, ()):
             to_luma[...] = luma[box]
             to_cb[...] = cb[chroma_box]
@@ -127,14 +141,14 @@ class YuvClipWriter:
 
     def finish(self) -> torch.Tensor:
         """Convert the tall frame to planar RGB and cut, crop and flip each clip's channels into ``clips``."""
-        b, size = self.box, self.size
+        p, size = self.box, self.size
         tall = self._tall[0]
-        tall.colorspace, tall.color_range = self._colorspace, self._color_range
-        planes = _CONVERTER.reformat(tall, format=PLANAR_RGB).planes
+        tall.color_range = self._color_range
+        planes = rgb_planes(_CONVERTER, tall)
         _SPARE[tall.width, tall.height] = self._tall
         clips, slots = self.clips.shape[:2]
-        for c, p in enumerate(RGB_PLANES):
-            channel = _plane_rows(planes[p])[:, :b].reshape(clips, slots, b, b)  # (K, T, B, B)
+        for c, plane in enumerate(planes):
+            channel = plane.reshape(clips, slots, p, plane.shape[1])  # (K, T, P, line size): whole rows, no copy
             for k, (view, (top, left)) in enumerate(zip(self.views, self._origins)):
                 dy, dx = view.top - top, view.left - left
                 crops = channel[k, :, dy : dy + size, dx : dx + size]  # (T, S, S)
