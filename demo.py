@@ -42,12 +42,12 @@ import numpy as np
 
 import train
 from preprocess import build_shards
+from shardformat import atomic_write
 from synthetic.motion import DESIGNS, write_motion_dataset
 from synthetic.videos import sample_footage
-from shardformat import atomic_write
 from training.config import parse_overrides, resolve
 from training.logs import console, fmt, results_table
-from training.stats import compare_arms, comparison_verdict, t_interval, verdict
+from training.stats import compare_arms, comparison_verdict, outcome, t_interval, verdict
 from training.vary import Variation, parse_vary
 
 #: Metrics compared between arms on the test split: results key -> words for the verdict.
@@ -476,7 +476,7 @@ def print_results(results: dict) -> None:
     ], ("arm", *COMPARED.values(), "chance", "lr chosen per seed", "pretext speed / order [95% CI]")))
     console.print(results_table(f"paired differences against {results['baseline']}, {n} seeds", [
         (f"{c['b']} - {c['a']}", COMPARED[c["metric"]], f"{c['mean_gain']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
-         f"{c['wins']}/{c['seeds']}", c["verdict"].rsplit(": ", 1)[0])
+         f"{c['wins']}/{c['seeds']}", outcome(c))
         for c in results["comparisons"]
     ], ("comparison", "metric", "gain [95% CI]", "seeds won", "verdict")))
     w = results["wall_s"]
@@ -547,7 +547,11 @@ def main(argv: list[str] | None = None) -> None:
     problem = prepare_out(root, settings, variation, fresh)
     if problem:
         sys.exit(f"demo.py: {problem}")
-    results = run_experiment(root, settings, variation)
+    try:
+        results = run_experiment(root, settings, variation)
+    except KeyboardInterrupt:
+        console.print(f"demo.py: interrupted; rerun the same command to resume in {root} (finished runs are kept)")
+        sys.exit(130)
     print_results(results)
     console.print(f"results: {root / 'results.json'}, {root / 'results.png'}")
     for line in results["verdicts"]:

@@ -153,7 +153,7 @@ def _split_reads(monkeypatch) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_test_split_is_read_only_after_every_arm_chose_its_rate_on_val(tmp_path, monkeypatch, tiny_data):
+def test_test_split_is_read_only_after_every_arm_chose_its_rate_on_val(tmp_path, monkeypatch, capsys, tiny_data):
     reads = _split_reads(monkeypatch)
     evals = []  # (checkpoint evaluated, split scored), in order
     real_evaluate = train.evaluate
@@ -200,6 +200,9 @@ def test_test_split_is_read_only_after_every_arm_chose_its_rate_on_val(tmp_path,
         assert (c["mean_gain"], *c["ci95"]) == pytest.approx((expected["mean_gain"], *expected["ci95"]))
         assert (c["wins"], c["seeds"]) == (expected["wins"], expected["seeds"])
     assert stored["verdicts"][0].startswith(next(c["verdict"] for c in stored["comparisons"] if c["metric"] == "video_acc") + "; pretext speed")
+    demo.print_results(stored)
+    printed = capsys.readouterr().out
+    assert "lr chosen per seed" in printed and "pretrained - scratch" in printed
 
 
 @pytest.mark.slow

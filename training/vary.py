@@ -45,7 +45,7 @@ class Variation:
 
     def train_args(self, index: int) -> list[str]:
         """The train.py options that give the field its ``index``-th value (``--flag=value``: negative numbers parse)."""
-        section, name = self.key.split(".", 1)
+        name = self.key.split(".", 1)[1]
         value = self.values[index]
         if isinstance(value, bool):
             return [_flag(name) if value else "--no-" + _flag(name)[2:]]
