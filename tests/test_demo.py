@@ -13,8 +13,9 @@ import demo
 from synthetic.motion import CLASSES, DESIGNS, motion_video
 
 #: Fewer unlabelled videos, no real footage, three seeds, 6 test videos per class, 40 fine-tuning steps instead of
-#: 120 (offsets part of the 100 pretraining steps the full demo gained); the same model, pretraining and learning rates.
-SMALL = dataclasses.replace(demo.FULL, seeds=3, unlabeled=60, footage=False, test_per_class=6, finetune_steps=40)
+#: 120 (offsets part of the 100 pretraining steps the full demo gained), two fine-tuning rates to choose from instead of
+#: three; the same model and pretraining.
+SMALL = dataclasses.replace(demo.FULL, seeds=3, unlabeled=60, footage=False, test_per_class=6, finetune_steps=40, lr_grid=(0.0005, 0.002))
 
 
 def test_reversible_design_up_and_down_are_time_reversals_with_identical_frames():
@@ -81,7 +82,7 @@ def test_command_line(tmp_path, capsys):
         demo.parse_args(["--help"])
     assert exit_info.value.code == 0
     assert "--first-seed" in capsys.readouterr().out
-    settings, out = demo.parse_args(["--seeds", "7", "--first-seed", "3", "--out", str(tmp_path / "x")])
+    settings, out, _, _ = demo.parse_args(["--seeds", "7", "--first-seed", "3", "--out", str(tmp_path / "x")])
     assert (settings.seeds, settings.first_seed, settings.seed_list(), out) == (7, 3, [3, 4, 5, 6, 7, 8, 9], tmp_path / "x")
     with pytest.raises(SystemExit):
         demo.parse_args(["--seeds", "1"])
@@ -101,15 +102,15 @@ def test_multi_seed_demo_interval(tmp_path):
     stored = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert (tmp_path / "demo" / "results.png").stat().st_size > 0
     assert [r["seed"] for r in stored["seeds"]] == SMALL.seed_list()
-    assert stored["finetune"]["pretrained"].keys() >= {"clip_acc", "video_acc", "retrieval_r1"}
-    for key in ("clip_acc", "video_acc", "retrieval_r1"):
-        assert stored["summary"][key].keys() == {"mean_gain", "ci95", "wins", "seeds"}
-        assert stored["summary"][key]["seeds"] == SMALL.seeds
-        assert stored["finetune"]["pretrained"][key] == pytest.approx(np.mean([r["finetune"]["pretrained"][key] for r in stored["seeds"]]))
-    assert stored["verdict"] == demo.verdict_line(stored["summary"])
-    summary = res["summary"]
-    print(json.dumps(summary, indent=1))
+    assert stored["arms"]["pretrained"]["mean"].keys() >= {"clip_acc", "video_acc", "retrieval_r1"}
+    for c in stored["comparisons"]:
+        key = c["metric"]
+        assert c.keys() >= {"a", "b", "metric", "mean_gain", "ci95", "wins", "seeds"} and c["seeds"] == SMALL.seeds
+        assert stored["arms"]["pretrained"]["mean"][key] == pytest.approx(np.mean([r["arms"]["pretrained"][key] for r in stored["seeds"]]))
+    assert [c["metric"] for c in stored["comparisons"]] == ["clip_acc", "video_acc", "retrieval_r1"]
+    pretext = res["arms"]["pretrained"]["pretext"]
+    print(json.dumps(res["comparisons"], indent=1), json.dumps(pretext, indent=1))
     # The pretext was learned on held-out videos: the whole interval over seeds is above chance, for the signed
     # speed (4-way) and for the clip order (2-way), which the reversible videos could not teach.
-    assert summary["pretext"]["ci95"][0] > summary["pretext"]["chance"] + 0.2
-    assert summary["pretext_order"]["ci95"][0] > summary["pretext_order"]["chance"]
+    assert pretext["speed"]["ci95"][0] > pretext["speed"]["chance"] + 0.2
+    assert pretext["order"]["ci95"][0] > pretext["order"]["chance"]

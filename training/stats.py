@@ -47,13 +47,39 @@ def paired_gain(treated: Sequence[float], control: Sequence[float], *, level: fl
     return {"mean_gain": mean, "ci95": [low, high], "wins": sum(d > 0 for d in diffs), "seeds": len(diffs)}
 
 
-def verdict(gain: dict, metric: str) -> str:
-    """One line saying what a :func:`paired_gain` result supports: helps / hurts when the interval excludes
-    zero, otherwise no clear difference."""
+def outcome(gain: dict) -> str:
+    """The verdict rule for a :func:`paired_gain` result: ``helps`` when its whole interval is above zero,
+    ``hurts`` when it is below zero, otherwise ``no clear difference`` (an interval that touches zero included)."""
     low, high = gain["ci95"]
-    numbers = f"{gain['mean_gain']:+.2f} {metric}, 95% CI [{low:.2f}, {high:.2f}], pretrained ahead on {gain['wins']}/{gain['seeds']} seeds"
     if low > 0:
-        return f"pretraining helps: {numbers}"
+        return "helps"
     if high < 0:
-        return f"pretraining hurts: {numbers}"
-    return f"no clear difference: {numbers}"
+        return "hurts"
+    return "no clear difference"
+
+
+def _numbers(gain: dict, metric: str, ahead: str) -> str:
+    low, high = gain["ci95"]
+    return f"{gain['mean_gain']:+.2f} {metric}, 95% CI [{low:.2f}, {high:.2f}], {ahead} ahead on {gain['wins']}/{gain['seeds']} seeds"
+
+
+def verdict(gain: dict, metric: str) -> str:
+    """One line saying what a :func:`paired_gain` result of pretrained over scratch supports: pretraining
+    helps / hurts when the interval excludes zero, otherwise no clear difference."""
+    result = outcome(gain)
+    return f"{'pretraining ' if result != 'no clear difference' else ''}{result}: {_numbers(gain, metric, 'pretrained')}"
+
+
+def compare_arms(values: dict[str, Sequence[float]], metric: str, *, level: float = 0.95) -> list[dict]:
+    """Each arm after the first against the first, paired by seed (index): ``[{"a", "b", "metric", "mean_gain",
+    "ci95", "wins", "seeds"}]`` with the gain ``b - a`` (:func:`paired_gain`); ``values``: arm -> per-seed values,
+    the baseline first."""
+    (a, control), *others = values.items()
+    return [{"a": a, "b": b, "metric": metric, **paired_gain(treated, control, level=level)} for b, treated in others]
+
+
+def comparison_verdict(comparison: dict, metric: str, *, name: str = "") -> str:
+    """One line for a :func:`compare_arms` entry: ``NAME: B vs A: helps|hurts|no clear difference: numbers``
+    (``name``: what is varied, e.g. ``model.head``; ``helps`` means B is better than A on ``metric``)."""
+    b, a = comparison["b"], comparison["a"]
+    return f"{name + ': ' if name else ''}{b} vs {a}: {outcome(comparison)}: {_numbers(comparison, metric, b)}"
