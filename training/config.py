@@ -55,7 +55,9 @@ class DataConfig(ClipConfig):
     gpu_decode_threads: int = GPU_DECODE_THREADS
     """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
     augment: bool = True
-    """Random crop and flip while training (eval is always centre crop, no flip)."""
+    """Random crop and flip while training. Without it, and always in eval and validation: short side resized to resize, then the centre crop_size square (the peers' protocol; training/evaluate.py)."""
+    val_fraction: float = 0.1
+    """finetune: share of the train split's labelled videos held out for validation (drawn with --seed, by video, rounded up); they are not trained on. 0 = no validation and no best.pt."""
     storage_options: str = ""
     """When --data is a URL (https://, s3://, gs://, ...): fsspec storage options as a JSON object. Stored in config.json and checkpoints, so give credentials through the environment instead."""
     shard_cache: str = ""
@@ -72,6 +74,7 @@ class DataConfig(ClipConfig):
         _check(self.num_workers >= 0, "num_workers must be >= 0")
         _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
         _check(self.read_retries >= 0 and self.read_timeout > 0, "need read_retries >= 0 and read_timeout > 0")
+        _check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -145,15 +148,17 @@ class RunConfig:
     """Where outputs go, what to start from, and how the loop runs."""
 
     out: str = "runs/default"
-    """Run folder: config.json, metrics.jsonl, checkpoint.pt, curves.png (eval: eval.json)."""
+    """Run folder: config.json, metrics.jsonl, checkpoint.pt, curves.png, summary.json (finetune with validation: best.pt, validation.jsonl; eval: eval.json, confusion.json, confusion.png)."""
     init: str = "scratch"
-    """finetune: a pretrain checkpoint to take the backbone from, or `scratch`. eval: the checkpoint to evaluate (a pretrain checkpoint gives pretext accuracy and retrieval only), or `scratch` for a random-init baseline."""
+    """finetune: a checkpoint to take the backbone from (pretrain, or finetune of another dataset: its classifier is dropped), or `scratch`. eval: the checkpoint to evaluate (best.pt or checkpoint.pt of a finetune run; a pretrain checkpoint gives pretext accuracy and retrieval only), or `scratch` for a random-init baseline."""
     resume: bool = False
     """Continue the run in --out from its checkpoint.pt: same step, same data order, same RNG streams."""
     seed: int = 0
-    """Seeds model init, dropout and the loader's sampling."""
+    """Seeds model init, dropout, the loader's sampling and the draw of the validation videos."""
     ckpt_every: int = 0
     """Write checkpoint.pt every this many steps (0 = at the end of each epoch only); always at the end."""
+    val_every: int = 5
+    """finetune with val_fraction > 0: validate every this many epochs and after the last step (0 = after the last step only); the best so far is kept as best.pt."""
     stop_after: int = 0
     """Leave the loop after this many steps of this process, as a pre-emption would (0 = never). For resume drills."""
     log_every: int = 10
@@ -178,7 +183,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check(bool(self.out), "out must be set")
         _check(bool(self.init), "init must be a path or `scratch`")
-        _check(self.ckpt_every >= 0 and self.stop_after >= 0, "ckpt_every and stop_after must be >= 0")
+        _check(self.ckpt_every >= 0 and self.stop_after >= 0 and self.val_every >= 0, "ckpt_every, stop_after and val_every must be >= 0")
         _check(self.log_every >= 1, "log_every must be >= 1")
         _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -264,8 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     about = {
         "pretrain": "Speed-prediction pretext task on (unlabelled) shards: sorting permutation and/or per-clip speed loss.",
         "finetune": "Action classification on labelled shards, from a pretrain checkpoint (--init PATH) or from scratch.",
-        "eval": "Clip and video accuracy on --test-split, and nearest-neighbour retrieval (test queries, train gallery), "
-        "written to OUT/eval.json. Model settings come from the --init checkpoint.",
+        "eval": "Clip and video top-1/top-5, per-class accuracy and confusion matrix on --test-split, and nearest-neighbour "
+        "retrieval (test queries, train gallery), written to OUT/eval.json (confusion.json, confusion.png). Clips: short side "
+        "resized to --resize, centre --crop-size crop, --num-eval-clips per video. Model settings come from the --init checkpoint.",
     }
     for mode in MODES:
         sub = commands.add_parser(mode, help=about[mode], description=about[mode], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
