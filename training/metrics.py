@@ -92,7 +92,7 @@ def classification_report(video_ids: Sequence[str], logits: torch.Tensor, labels
     classes that have videos (``mean_class_acc``), and ``k_at_least_classes`` (see :func:`k_at_least`).
     Returns ``(report, confusion)``: the confusion matrix :func:`confusion_matrix` of the videos' predictions.
     """
-    n, k, c = logits.shape
+    _, k, c = logits.shape
     if len(classes) != c:
         raise ValueError(f"{c} logits per clip but {len(classes)} class names")
     report = clip_and_video_accuracy(video_ids, logits, labels)
