@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
 from pipeline.io.shard_reader import SampleRecord
@@ -105,7 +106,7 @@ def fixed_validation(monkeypatch):
 
 def _finetune_args(shards, out) -> list[str]:
     return ["finetune", "--data", str(shards), "--out", str(out), "--arch", "c3d", *TINY_DATA, *TINY_MODEL, *QUIET,
-            "--epochs", "4", "--val-every", "1", "--no-tensorboard"]
+            "--epochs", "4", "--val-every", "1"]
 
 
 def test_finetune_keeps_the_checkpoint_of_the_best_validation_and_records_its_epoch(shards, tmp_path, fixed_validation):
@@ -127,6 +128,10 @@ def test_finetune_keeps_the_checkpoint_of_the_best_validation_and_records_its_ep
     assert [(r["step"], r["epoch"], r["video_acc"], r["best"]) for r in records] == [
         (5, 0, 0.2, True), (10, 1, 0.5, True), (15, 2, 0.5, False), (20, 3, 0.4, False)]
     assert json.loads((out / "summary.json").read_text())["validation"] == v
+    events = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    events.Reload()
+    scalars = events.Scalars("val/video_acc")  # TensorBoard, beside the training curves
+    assert [e.step for e in scalars] == [5, 10, 15, 20] and [e.value for e in scalars] == pytest.approx([0.2, 0.5, 0.5, 0.4])
 
     # eval of best.pt says which validation chose it
     res = train.main(["eval", "--data", str(shards), "--init", str(out / "best.pt"), *TINY_DATA, *QUIET, "--no-tensorboard"])
