@@ -258,8 +258,9 @@ def tune_arm(seed_dir: Path, s: DemoSettings, seed: int, arm: Arm, pretrain_data
             trained = _read_done(run_dir / "trained.json")
             if trained is None:
                 step(f"{arm.name}: fine-tune at lr {_lr_text(lr)}, {s.finetune_steps} steps")
+                # --val-fraction 0: the demo holds out its own val split; the last checkpoint is the trial's result
                 ft = train.main(["finetune", "--data", str(labelled), "--out", str(_fresh(run_dir)), "--init", init, *clip, *s.model_args(),
-                                 *s.optim_args(s.finetune_steps, lr), *QUIET, *arm.args])
+                                 *s.optim_args(s.finetune_steps, lr), "--val-fraction", "0", *QUIET, *arm.args])
                 trained = _write_done(run_dir / "trained.json", {"train_loss": ft["final_loss"]})
             step(f"{arm.name}: score lr {_lr_text(lr)} on val")
             ev = train.main(["eval", "--data", str(labelled), "--test-split", "val", "--init", str(run_dir / "checkpoint.pt"),

@@ -1,8 +1,8 @@
 """Pretrain by playback-speed prediction, fine-tune for action recognition, evaluate.
 
     python train.py pretrain --data SHARDS --out runs/pre   [--arch r3d_18 --head both ...]
-    python train.py finetune --data SHARDS --out runs/ft --init runs/pre/checkpoint.pt   (or --init scratch)
-    python train.py eval     --data SHARDS --init runs/ft/checkpoint.pt                  (writes runs/ft/eval.json)
+    python train.py finetune --data SHARDS --out runs/ft --init runs/pre/checkpoint.pt   (or --init scratch; keeps runs/ft/best.pt)
+    python train.py eval     --data SHARDS --init runs/ft/best.pt                        (writes runs/ft/eval.json)
     torchrun --nproc_per_node 8 train.py pretrain ...                                   (DDP; NCCL on GPU, gloo on CPU)
 
 `python train.py {pretrain,finetune,eval} --help` lists every option. Read top to bottom: setup -> data ->
@@ -33,13 +33,16 @@ from shardformat import atomic_write
 from training import checkpoint, data_report, distributed, elastic
 from training.config import RunConfig, TrainConfig, parse_overrides, resolve
 from training.errors import UsageError, run_command
-from training.logs import MetricsLog, console, fmt, plot_curves, progress_display, read_jsonl, results_table
-from training.metrics import RECALL_KS, accuracy, accuracy_tensor, clip_and_video_accuracy, group_by_video, retrieval_recall
+from training.evaluate import EVAL_VIEW, gather_outputs, protocol
+from training.logs import (MetricsLog, accuracy_text, console, fmt, plot_confusion, plot_curves, progress_display, read_jsonl,
+                           results_table)
+from training.metrics import RECALL_KS, accuracy, accuracy_tensor, classification_report, group_by_video, k_at_least, retrieval_recall
 from training.optim import build_optimizer, build_scheduler
 from training.prefetch import Prefetcher
 from training.presets import merge, preset_values
 from training.step_metrics import StepMetrics
 from training.tensorboard import TensorBoardLog
+from training.validation import VAL_METRIC, BestSoFar, Holdout, is_due, validate
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,9 +104,10 @@ def _clip_settings(data: dict) -> dict:
     return {k: v for k, v in data.items() if k in keep}
 
 
-def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: LoaderConfig):
-    """This rank's loader over ``split`` of ``--data`` (a folder or a URL). Says (rank 0) which videos the
-    sampler excluded and which bad samples were skipped; refuses a split with no usable video."""
+def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: LoaderConfig, select=None):
+    """This rank's loader over ``split`` of ``--data`` (a folder or a URL); ``select``: see ``build_loader``.
+    Says (rank 0) which videos the sampler excluded and which bad samples were skipped; refuses a split with
+    no usable video."""
     data = cfg.data.data
     if not is_url(data) and not Path(data).is_dir():
         raise UsageError(f"--data {data}: no such folder (give the OUT folder written by `preprocess`)")
@@ -111,7 +115,7 @@ def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: 
         remote = remote_options(cfg.data)  # the data options carry the same names as the CLI's remote options
         loader = build_loader(list_shards(data, split=split, remote=remote), lcfg, backend=cfg.data.backend,
                               rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers, device=info.device,
-                              remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True)
+                              remote=remote, gpu_decode_threads=cfg.data.gpu_decode_threads, reuse_host_memory=True, select=select)
     except (OSError, ValueError) as err:  # a missing split or shard, an unreadable shard or index, a bad remote option
         raise UsageError(f"--data {data}: {err}") from None
     if info.is_main:
@@ -125,13 +129,22 @@ def open_loader(cfg: TrainConfig, info: distributed.DistInfo, split: str, lcfg: 
 
 def loader_config(cfg: TrainConfig, mode: str, *, training: bool, world_size: int = 1) -> LoaderConfig:
     """``mode``: the loader's pretrain/finetune/eval; ``training``: batch size (this rank's share of the global
-    batch over ``world_size`` ranks) and augmentation of training (else of eval)."""
+    batch over ``world_size`` ranks) and augmentation of training (else of eval). Without augmentation the view
+    is the eval protocol's centre crop (training/evaluate.py), never the squashed frame."""
     d = cfg.data
     return LoaderConfig(
         mode=mode, **d.clip_settings(),
         batch_size=elastic.per_rank_batch_size(d.global_batch_size, d.batch_size, world_size) if training else d.eval_batch_size,
-        augment=d.augment and training, seed=cfg.run.seed, shuffle=training, skip_bad_samples=d.skip_bad_samples,
+        augment=d.augment and training, eval_view=EVAL_VIEW, seed=cfg.run.seed, shuffle=training, skip_bad_samples=d.skip_bad_samples,
     )
+
+
+def init_line(path: str, state: dict, dropped: list[str], num_classes: int) -> str:
+    """The one log line saying what fine-tuning takes from its --init checkpoint and what it leaves."""
+    line = f"init: the backbone of {path} ({state.get('mode', 'unknown')} checkpoint)"
+    if "head" in dropped:  # fine-tuned before, e.g. on another dataset
+        return line + f"; its classifier head ({len(state.get('classes') or [])} classes) is dropped, a new one for {num_classes} classes is trained"
+    return line + (f"; its pretext heads ({', '.join(dropped)}) are not used" if dropped else "")
 
 
 def build_model(cfg: TrainConfig, num_classes: int | None) -> torch.nn.Module:
@@ -152,7 +165,6 @@ def pretext_loss(out: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tenso
         logits = out["speed_logits"].flatten(0, 1).float()  # (B*K, num_speeds)
         loss = loss + F.cross_entropy(logits, batch["speed_label"].flatten())
         stats["speed_acc"] = accuracy_tensor(logits.detach(), batch["speed_label"].flatten())
-    stats["acc"] = stats.get("order_acc", stats.get("speed_acc"))
     return loss, stats
 
 
@@ -171,8 +183,9 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
 def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None) -> dict:
     # ---- setup
     pretrain = cfg.mode == "pretrain"
+    validating = cfg.mode == "finetune" and cfg.data.val_fraction > 0  # held-out train videos; best.pt (training/validation.py)
     out = Path(cfg.run.out)
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     resume = checkpoint.load(ckpt_path) if cfg.run.resume else None
     device = info.device
     if cfg.run.deterministic:
@@ -189,7 +202,10 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     global_size = elastic.global_batch_size(cfg.data.global_batch_size, cfg.data.batch_size, info.world_size)
     if resume is not None:  # before the shards are scanned
         elastic.check_global_batch(resume, global_size=global_size, world_size=info.world_size)
-    loader = open_loader(cfg, info, cfg.data.train_split, lcfg)
+    holdout = Holdout(cfg.data.val_fraction, cfg.run.seed, cfg.data.train_split) if validating else None
+    loader = open_loader(cfg, info, cfg.data.train_split, lcfg, select=holdout.training if holdout else None)
+    val_loader = open_loader(cfg, info, cfg.data.train_split, loader_config(cfg, "eval", training=False),
+                             select=holdout.validation) if holdout else None  # never the test split
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         loader.close()
@@ -201,7 +217,9 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, None if pretrain else len(classes))
     if init_state is not None:
-        load_pretrained_backbone(model, init_state["model"])
+        dropped = load_pretrained_backbone(model, init_state["model"])
+        if info.is_main:
+            console.log(init_line(cfg.run.init, init_state, dropped, len(classes)))
     if cfg.optim.freeze_backbone:  # linear probe: the optimizer gets only the classifier's parameters
         model.backbone.requires_grad_(False)
     if resume is not None:
@@ -219,6 +237,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     optimizer = build_optimizer(raw_model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     step = 0
+    best = BestSoFar.from_dict(resume.get("best") if resume is not None else None)  # the validation to beat
     if resume is not None:
         if resume["steps_per_epoch"] != steps_per_epoch:  # same global batch, other data
             raise ValueError(f"cannot resume exactly: {steps_per_epoch} batches per epoch now, {resume['steps_per_epoch']} in the checkpoint")
@@ -239,11 +258,27 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                 "model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "step": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch, "global_batch_size": global_size,
                 "config": cfg.to_dict(), "rng": rng,
-                "mode": cfg.mode, "classes": classes or [],
+                "mode": cfg.mode, "classes": classes or [], "best": best.to_dict(),
             }, ckpt_path)
+
+    def run_validation(epoch: int) -> None:
+        """Score the held-out videos (every rank); rank 0 logs them and writes best.pt when they beat every earlier validation."""
+        result = validate(raw_model, val_loader, device=device, amp=use_amp, channels_last=channels_last, info=info)
+        improved = best.offer(result[VAL_METRIC], epoch=epoch, step=step)
+        if not info.is_main:
+            return
+        val_log.write({"step": step, "epoch": epoch, **result, "best": improved})
+        board.scalars(result, step=step, prefix="val")
+        if improved:
+            checkpoint.save_atomic({"model": checkpoint.unwrap(model).state_dict(), "step": step, "epoch": epoch, "config": cfg.to_dict(),
+                                    "mode": cfg.mode, "classes": classes, "validation": {"metric": VAL_METRIC, **result}}, best_path)
+        console.log(f"validation at step {step} (epoch {epoch}): video acc {result['video_acc']:.3f} clip acc {result['clip_acc']:.3f} "
+                    f"loss {result['loss']:.4f} on {result['num_videos']} videos; best {VAL_METRIC} {fmt(best.value)} at epoch {best.epoch}"
+                    + (f" (saved {best_path})" if improved else ""))
 
     # ---- loop
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if info.is_main else None
+    val_log = MetricsLog(out / "validation.jsonl", resume_step=step if resume else None) if info.is_main and validating else None
     board = TensorBoardLog(out, enabled=cfg.run.tensorboard and info.is_main, purge_step=step + 1 if resume else None)
     sample_log = elastic.SampleLog(out, info, resume_step=step if resume else None) if cfg.run.log_samples else None
     if info.is_main:
@@ -251,7 +286,9 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                     f"{steps_per_epoch} steps/epoch of {global_size} samples, {total_steps} steps"
                     + (f", resuming at step {step}" + (f" (checkpoint from {len(resume['rng'])} ranks)" if len(resume["rng"]) != info.world_size else "")
                        if resume else "")
-                    + (", linear probe (backbone frozen)" if cfg.optim.freeze_backbone else ""))
+                    + (", linear probe (backbone frozen)" if cfg.optim.freeze_backbone else "")
+                    + (f", validating on {len({r.video_id for r in val_loader.eligible})} held-out train videos "
+                       + (f"every {cfg.run.val_every} epochs and " if cfg.run.val_every else "") + "after the last step" if validating else ""))
         if loader.route_reason:
             console.log(f"loader: {loader.route_reason}")
         if cfg.run.tensorboard and not board.enabled:
@@ -262,7 +299,7 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
     if cfg.optim.freeze_backbone:
         raw_model.backbone.eval()  # BN/TGN normalize with the loaded statistics and do not update them
     with progress_display(cfg.run.progress and info.is_main) as progress:
-        task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), acc=float("nan"), clips_per_s=0.0, wait_pct=0.0)
+        task = progress.add_task(cfg.mode, total=total_steps, completed=step, loss=float("nan"), accuracy="", clips_per_s=0.0, wait_pct=0.0)
         metrics.restart_clock()
         while step < total_steps and not (cfg.run.stop_after and steps_here >= cfg.run.stop_after):
             epoch, skip = divmod(step, steps_per_epoch)
@@ -298,23 +335,35 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
                             log.write(record)
                             board.scalars(record, step=record["step"], prefix=cfg.mode)
                         last = records[-1]
-                        progress.update(task, completed=step, loss=last["loss"], acc=last["acc"], clips_per_s=last["clips_per_s"], wait_pct=last["data_wait_pct"])
+                        progress.update(task, completed=step, loss=last["loss"], accuracy=accuracy_text(last), clips_per_s=last["clips_per_s"],
+                                        wait_pct=last["data_wait_pct"])
                         if step % cfg.run.log_every == 0 or step == total_steps:
-                            console.log(f"step {step}/{total_steps} loss {last['loss']:.4f} acc {last['acc']:.3f} lr {last['lr']:.2e} "
+                            console.log(f"step {step}/{total_steps} loss {last['loss']:.4f} {accuracy_text(last)} lr {last['lr']:.2e} "
                                         f"{last['clips_per_s']:.1f} clips/s data-wait {last['data_wait_pct']:.0f}%")
+                if validating and is_due(step, steps_per_epoch=steps_per_epoch, total_steps=total_steps, every_epochs=cfg.run.val_every):
+                    run_validation(epoch)  # before the checkpoint, which keeps the best so far for a resumed run
                 if saving:
                     save(epoch)
                 if stopping:
                     break
 
     loader.close()  # its workers live for the whole run (they prefetch across epochs): stop them now, not at garbage collection
+    if val_loader is not None:
+        val_loader.close()
     distributed.broadcast_buffers(raw_model, info)  # every rank ends with the checkpoint's exact state
 
     # ---- report
     summary = {"mode": cfg.mode, "step": step, "total_steps": total_steps, "out": str(out), "checkpoint": str(ckpt_path),
                "samples": data_report.report(loader, info)}  # every rank: the skipped samples are gathered
+    if validating:  # the chosen checkpoint: eval it with --init OUT/best.pt
+        summary["validation"] = {"metric": VAL_METRIC, "best": best.value, "best_epoch": best.epoch, "best_step": best.step,
+                                 "best_checkpoint": str(best_path) if best.step is not None else None,
+                                 "fraction": cfg.data.val_fraction, "every_epochs": cfg.run.val_every,
+                                 "videos": len({r.video_id for r in val_loader.eligible}), "protocol": protocol(cfg.data)}
     if info.is_main:
         log.close()
+        if val_log is not None:
+            val_log.close()
         board.close()
         if sample_log is not None:
             sample_log.close()
@@ -324,7 +373,8 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
             if window and key in window[0]:
                 summary[f"final_{key}"] = sum(r[key] for r in window) / len(window)
         summary["wall_s"] = time.perf_counter() - started
-        plot_curves(records, out / "curves.png", f"{cfg.mode} {cfg.model.arch} ({out.name})")
+        plot_curves(records, out / "curves.png", f"{cfg.mode} {cfg.model.arch} ({out.name})",
+                    validation=read_jsonl(out / "validation.jsonl") if validating else ())
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         console.log(f"{cfg.mode} done: step {step}, {summary['wall_s']:.0f} s, checkpoint {ckpt_path}")
     return summary
@@ -332,17 +382,22 @@ def train(cfg: TrainConfig, info: distributed.DistInfo, init_state: dict | None)
 
 @torch.no_grad()
 def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -> dict:
-    """Accuracy on the test split (classifier: clip/video accuracy; pretext: pretext accuracy) and
-    retrieval recall with backbone features (test split as queries, train split as gallery)."""
+    """Accuracy on the test split (classifier: clip/video top-1 and top-5, per-class accuracy, confusion matrix;
+    pretext: pretext accuracy) and retrieval recall with backbone features (test split as queries, train split
+    as gallery), all with the eval protocol's clips (training/evaluate.py)."""
     # ---- setup and model
     device = info.device
     stored_mode = state["mode"] if state is not None else "scratch"
     classes = state.get("classes") if state is not None else None
+    if stored_mode == "finetune":
+        data_classes = label_names(cfg.data.data, remote_options(cfg.data))
+        if list(classes) != list(data_classes):
+            raise ValueError(f"--init {cfg.run.init} classifies {len(classes)} classes, --data {cfg.data.data} has {len(data_classes)} "
+                             f"other ones: evaluate it on the data it was fine-tuned on, or fine-tune it on this data first")
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, len(classes) if stored_mode == "finetune" else None).to(device).eval()
     if state is not None:
         model.load_state_dict(state["model"])
-    use_amp = cfg.run.amp and device.type == "cuda"
 
     def run(split: str, mode: str, forward) -> dict:
         """Every video of ``split`` once (split over ranks, gathered from all of them)."""
@@ -350,17 +405,12 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         if mode == "pretrain":  # pretext batches are always full: batches of 1 leave no video out
             lcfg = dataclasses.replace(lcfg, batch_size=1)
         loader = open_loader(cfg, info, split, lcfg)
-        parts: dict[str, list] = {"video_id": [], "label": []}
-        for batch in Prefetcher(loader, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                for key, value in forward(batch).items():
-                    parts.setdefault(key, []).append((value.float() if value.is_floating_point() else value).cpu())
-            parts["video_id"] += batch["video_id"]
-            parts["label"].append(batch["label"].cpu())
-        loader.close()
+        try:
+            outputs = gather_outputs(loader, forward, device=device, amp=cfg.run.amp, info=info)
+        finally:
+            loader.close()
         results["samples"].setdefault(split, {})[mode] = data_report.report(loader, info)  # every rank: skipped samples are gathered
-        gathered = distributed.all_gather_objects(parts, info)
-        return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g[k]])) for k in parts}
+        return outputs
 
     def clip_features(batch: dict) -> dict:
         b, k = batch["clips"].shape[:2]
@@ -371,7 +421,10 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
         return out
 
     # ---- test split: accuracy and query features
-    results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data, "samples": {}}
+    results: dict = {"checkpoint": cfg.run.init, "kind": stored_mode, "arch": cfg.model.arch, "data": cfg.data.data,
+                     "protocol": protocol(cfg.data), "samples": {}}
+    if state is not None and "validation" in state:  # best.pt: the validation that chose it
+        results["chosen_by"] = {"epoch": state["epoch"], "step": state["step"], **state["validation"]}
     if stored_mode == "pretrain":
         pretext = run(cfg.data.test_split, "pretrain", lambda b: {k: v for k, v in model(b["clips"]).items()} | {
             "order_label": b["order_label"], "speed_label": b["speed_label"]})
@@ -382,8 +435,10 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
             results["pretext_speed_acc"] = accuracy(pretext["speed_logits"].flatten(0, 1), pretext["speed_label"].flatten())
             results["pretext_speed_chance"] = 1 / len(cfg.data.speeds)
     test = run(cfg.data.test_split, "eval", clip_features)
+    confusion = None
     if "logits" in test:
-        results.update(clip_and_video_accuracy(test["video_id"], test["logits"], test["label"]))
+        report, confusion = classification_report(test["video_id"], test["logits"], test["label"], classes)
+        results.update(report)
         results["chance"] = 1 / test["logits"].shape[-1]
     # ---- train split: the retrieval gallery
     gallery = run(cfg.data.train_split, "eval", clip_features)
@@ -391,19 +446,28 @@ def evaluate(cfg: TrainConfig, info: distributed.DistInfo, state: dict | None) -
     _, g, g_labels = group_by_video(gallery["video_id"], gallery["features"], gallery["label"])
     results["retrieval"] = retrieval_recall(q, q_labels, g, g_labels, RECALL_KS)
     results["retrieval"]["queries"], results["retrieval"]["gallery"] = len(q), len(g)
+    results["retrieval"]["k_at_least_gallery"] = k_at_least(RECALL_KS, len(g), "R@")
 
     if info.is_main:
         out = Path(cfg.run.out)
         out.mkdir(parents=True, exist_ok=True)
+        if confusion is not None:  # rows: true class, columns: predicted class, counts of test videos
+            (out / "confusion.json").write_text(json.dumps({"classes": classes, "rows": "true class", "columns": "predicted class",
+                                                            "unit": "test videos", "matrix": confusion.tolist()}) + "\n")
+            plot_confusion(confusion, classes, out / "confusion.png", f"{cfg.run.init} on {cfg.data.data}: video accuracy {results['video_acc']:.3f}")
+            results["confusion"] = {"json": "confusion.json", "png": "confusion.png"}  # beside eval.json
         (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
         board = TensorBoardLog(out, enabled=cfg.run.tensorboard)  # at the evaluated checkpoint's step, beside its training curves
         board.scalars({**results, **{k: v for k, v in results["retrieval"].items() if k.startswith("R@")}},
                       step=state["step"] if state is not None else 0, prefix="eval")
         board.close()
-        rows = [(k, fmt(v)) for k, v in results.items() if isinstance(v, float)]
-        rows += [(f"retrieval {k}", fmt(v)) for k, v in results["retrieval"].items()]
+        not_ranked = {f"{part}_{k}" for k in results.get("k_at_least_classes", []) for part in ("clip", "video")}
+        rows = [(k, fmt(v) + (" (k >= classes: not a ranking)" if k in not_ranked else "")) for k, v in results.items() if isinstance(v, float)]
+        not_ranked = set(results["retrieval"]["k_at_least_gallery"])
+        rows += [(f"retrieval {k}", fmt(v) + (" (k >= gallery: not a ranking)" if k in not_ranked else ""))
+                 for k, v in results["retrieval"].items() if not isinstance(v, list)]
         table = results_table(f"eval ({stored_mode})", rows, ("metric", "value"))
-        table.caption = f"{cfg.run.init} on {cfg.data.data}"
+        table.caption = f"{cfg.run.init} on {cfg.data.data}; {results['protocol']['view']}, {results['protocol']['clips_per_video']} clips per video"
         console.print(table)
     return results
 

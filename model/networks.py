@@ -88,7 +88,7 @@ class VideoClassifier(nn.Module):
 
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
-_PRETEXT_HEAD_PREFIXES = ("sort_head.", "speed_head.")
+_HEAD_PREFIXES = ("sort_head.", "speed_head.", "head.")  # PretextModel's heads, VideoClassifier's head
 
 
 def _strip_wrappers(key: str) -> str:
@@ -101,21 +101,26 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
-def load_pretrained_backbone(classifier: VideoClassifier, state_dict: Mapping[str, Tensor]) -> None:
-    """Copy a :class:`PretextModel`'s backbone weights (``backbone.*`` keys) into ``classifier.backbone``.
+def load_pretrained_backbone(classifier: VideoClassifier, state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Copy the backbone weights (``backbone.*`` keys) of a :class:`PretextModel` or of another
+    :class:`VideoClassifier` (e.g. fine-tuned on another dataset) into ``classifier.backbone``.
 
-    The pretext heads' keys (``sort_head.*``, ``speed_head.*``) are ignored; ``module.`` / ``_orig_mod.`` prefixes
+    The heads' keys (pretext: ``sort_head.*``, ``speed_head.*``; classifier: ``head.*``) are not used, and their
+    names are returned (e.g. ``["head"]``) so the caller can say so; ``module.`` / ``_orig_mod.`` prefixes
     (DDP, torch.compile) are stripped. Raises ``ValueError`` naming every missing, unexpected or mis-shaped
     backbone key (e.g. a BN checkpoint into a TGN classifier, or another backbone/width), and for any other key.
     The classifier's own head is left as initialised.
     """
     backbone_state: dict[str, Tensor] = {}
     stray: list[str] = []
+    dropped: set[str] = set()
     for raw_key, value in state_dict.items():
         key = _strip_wrappers(raw_key)
         if key.startswith("backbone."):
             backbone_state[key[len("backbone.") :]] = value
-        elif not key.startswith(_PRETEXT_HEAD_PREFIXES):
+        elif key.startswith(_HEAD_PREFIXES):
+            dropped.add(key.split(".", 1)[0])
+        else:
             stray.append(raw_key)
     expected = classifier.backbone.state_dict()
     missing = sorted(f"backbone.{k}" for k in set(expected) - set(backbone_state))
@@ -133,7 +138,8 @@ def load_pretrained_backbone(classifier: VideoClassifier, state_dict: Mapping[st
     if mis_shaped:
         problems.append(f"mis-shaped backbone tensors ({len(mis_shaped)}): {mis_shaped}")
     if stray:
-        problems.append(f"keys that are neither backbone.* nor pretext-head keys ({len(stray)}): {sorted(stray)}")
+        problems.append(f"keys that are neither backbone.* nor head keys ({len(stray)}): {sorted(stray)}")
     if problems:
         raise ValueError("cannot load pretrained backbone: " + "; ".join(problems))
     classifier.backbone.load_state_dict(backbone_state, strict=True)
+    return sorted(dropped)

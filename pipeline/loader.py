@@ -11,6 +11,7 @@ thread (``dali/background.py``), the reference backend in its DataLoader worker 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from pipeline.plan import SampleResult, eligible_samples, num_batches, rank_samp
 from pipeline.stream import SampleStream
 from pipeline.io.remote import RemoteOptions
 from pipeline.routing import BACKENDS, CPU_DEFAULT, GPU_DECODE_THREADS, Route, check_backend, choose_backend, dali_threads
-from pipeline.io.shard_reader import BadSampleError, scan_shards
+from pipeline.io.shard_reader import BadSampleError, SampleRecord, scan_shards
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,8 @@ def _cuda_index(device: torch.device | None) -> int:
 def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto", rank: int = 0, world_size: int = 1,
                  num_workers: int = 2, device: torch.device | str | None = None, normalized: bool = True,
                  remote: RemoteOptions | None = None, gpu_decode_threads: int = GPU_DECODE_THREADS,
-                 reuse_host_memory: bool = False) -> VideoLoader:
+                 reuse_host_memory: bool = False,
+                 select: Callable[[list[SampleRecord]], list[SampleRecord]] | None = None) -> VideoLoader:
     """A loader over ``shards`` (tar paths or URLs, see :func:`list_shards`) for this rank.
 
     ``backend``: ``"dali"`` (GPU ``mixed`` decoder when CUDA is available, else DALI's CPU decoder),
@@ -227,6 +229,8 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     loader; ``train.py`` and the benchmarks turn it on.
     ``normalized=False`` returns uint8 clips (B, K, T, S, S, 3) before normalization (preview, tests).
     ``remote``: how URL shards are read (storage options, retries, timeout, cache; see ``io/remote.py``).
+    ``select``: keeps a subset of the scanned samples before anything else (e.g. ``train.py``'s validation
+    videos carved out of the train split, or the rest of it); it gets every sample of ``shards`` at once.
     """
     check_backend(backend)  # before the shards are scanned
     if not 0 <= rank < world_size:
@@ -234,6 +238,8 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     if isinstance(device, str):
         device = torch.device(device)
     records, bad = scan_shards(list(shards), skip_bad_samples=cfg.skip_bad_samples, remote=remote)
+    if select is not None:
+        records = select(records)
     codecs = {str(r.meta.get("codec")) for r in records}
     route = choose_backend(backend, codecs, cuda=torch.cuda.is_available())
     loader = VideoLoader(records, cfg, route=route, rank=rank, world_size=world_size, num_workers=num_workers,

@@ -60,7 +60,9 @@ class DataConfig(ClipConfig):
     gpu_decode_threads: int = GPU_DECODE_THREADS
     """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
     augment: bool = True
-    """Random crop and flip while training (eval is always centre crop, no flip)."""
+    """Random crop and flip while training. Without it, and always in eval and validation: short side resized to resize, then the centre crop_size square (the peers' protocol; training/evaluate.py)."""
+    val_fraction: float = 0.1
+    """finetune: share of the train split's labelled videos held out for validation (drawn with --seed, by video, rounded up); they are not trained on. 0 = no validation and no best.pt."""
     storage_options: str = ""
     """When --data is a URL (https://, s3://, gs://, ...): fsspec storage options as a JSON object. Stored in config.json and checkpoints, so give credentials through the environment instead."""
     shard_cache: str = ""
@@ -82,6 +84,7 @@ class DataConfig(ClipConfig):
         _check(self.gpu_decode_threads >= 1, f"--gpu-decode-threads must be >= 1, got {self.gpu_decode_threads}")
         _check(self.read_retries >= 0, f"--read-retries must be >= 0, got {self.read_retries}")
         _check(self.read_timeout > 0, f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
+        _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -156,17 +159,19 @@ class RunConfig:
     """Where outputs go, what to start from, and how the loop runs."""
 
     out: str = "runs/default"
-    """Run folder: config.json, metrics.jsonl, checkpoint.pt, curves.png (eval: eval.json)."""
+    """Run folder: config.json, metrics.jsonl, checkpoint.pt, curves.png, summary.json (finetune with validation: best.pt, validation.jsonl; eval: eval.json, confusion.json, confusion.png)."""
     init: str = "scratch"
-    """finetune: a pretrain checkpoint to take the backbone from, or `scratch`. eval: the checkpoint to evaluate (a pretrain checkpoint gives pretext accuracy and retrieval only), or `scratch` for a random-init baseline."""
+    """finetune: a checkpoint to take the backbone from (pretrain, or finetune of another dataset: its classifier is dropped), or `scratch`. eval: the checkpoint to evaluate (best.pt or checkpoint.pt of a finetune run; a pretrain checkpoint gives pretext accuracy and retrieval only), or `scratch` for a random-init baseline."""
     resume: bool = False
     """Continue the run in --out from its checkpoint.pt: same step, same data order, same RNG streams (on another world size: same global batches, see docs/training.md)."""
     auto_resume: bool = False
     """Resume from --out's checkpoint.pt when it exists, else start the run: the one command a restarting launcher (torchrun --max-restarts, SLURM --requeue, a Kubernetes Job) runs every time."""
     seed: int = 0
-    """Seeds model init, dropout and the loader's sampling."""
+    """Seeds model init, dropout, the loader's sampling and the draw of the validation videos."""
     ckpt_every: int = 0
     """Write checkpoint.pt every this many steps (0 = at the end of each epoch only); always at the end."""
+    val_every: int = 5
+    """finetune with val_fraction > 0: validate every this many epochs and after the last step (0 = after the last step only); the best so far is kept as best.pt."""
     stop_after: int = 0
     """Leave the loop after this many steps of this process, as a pre-emption would (0 = never). For resume drills."""
     log_samples: bool = False
@@ -195,6 +200,7 @@ class RunConfig:
         _check(bool(self.init), "--init must be a checkpoint path or `scratch`, got ''")
         _check(self.ckpt_every >= 0, f"--ckpt-every must be >= 0, got {self.ckpt_every}")
         _check(self.stop_after >= 0, f"--stop-after must be >= 0, got {self.stop_after}")
+        _check(self.val_every >= 0, f"--val-every must be >= 0, got {self.val_every}")
         _check(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
         _check(self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -280,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     about = {
         "pretrain": "Speed-prediction pretext task on (unlabelled) shards: sorting permutation and/or per-clip speed loss.",
         "finetune": "Action classification on labelled shards, from a pretrain checkpoint (--init PATH) or from scratch.",
-        "eval": "Clip and video accuracy on --test-split, and nearest-neighbour retrieval (test queries, train gallery), "
-        "written to OUT/eval.json. Model settings come from the --init checkpoint.",
+        "eval": "Clip and video top-1/top-5, per-class accuracy and confusion matrix on --test-split, and nearest-neighbour "
+        "retrieval (test queries, train gallery), written to OUT/eval.json (confusion.json, confusion.png). Clips: short side "
+        "resized to --resize, centre --crop-size crop, --num-eval-clips per video. Model settings come from the --init checkpoint.",
     }
     for mode in MODES:
         sub = commands.add_parser(mode, help=about[mode], description=about[mode])

@@ -16,12 +16,16 @@ numbers to compare with.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 
 #: Clip settings shared by every stage of the paper's protocol: 16-frame clips, frames resized so the short
 #: side is 128 (the peers' 128x171), random 112x112 crops for training and the centre crop for evaluation.
 _CLIPS = {"num_frames": 16, "resize": 128, "crop_size": 112}
+#: Validation while fine-tuning (this project's choice): a tenth of the train split's videos held out and scored
+#: every 5 epochs (10 clips each, like the test videos), the best epoch kept as best.pt.
+_VALIDATION = {"data": {"val_fraction": 0.1}, "run": {"val_every": 5}}
 
 
 @dataclass(frozen=True)
@@ -50,15 +54,17 @@ PRESETS: dict[tuple[str, str], Preset] = {
                }),
         Preset("paper", "finetune", "action-recognition fine-tuning of the whole network: 16x112x112 clips at speed 1, "
                "SGD 0.01 with cosine decay, 150 epochs", {
-                   "data": {**_CLIPS, "batch_size": 8, "augment": True},
+                   "data": {**_CLIPS, "batch_size": 8, "augment": True, **_VALIDATION["data"]},
                    "optim": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "warmup_steps": 500,
                              "min_lr_ratio": 0.01, "epochs": 150, "max_steps": 0, "freeze_backbone": False},
+                   "run": dict(_VALIDATION["run"]),
                }),
         Preset("linear", "finetune", "linear probe: only the classifier trains on frozen features (weights and BN/TGN "
                "statistics), SGD 0.1 without weight decay, 50 epochs", {
-                   "data": {**_CLIPS, "batch_size": 32, "augment": True},
+                   "data": {**_CLIPS, "batch_size": 32, "augment": True, **_VALIDATION["data"]},
                    "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "warmup_steps": 0,
                              "min_lr_ratio": 0.01, "epochs": 50, "max_steps": 0, "freeze_backbone": True},
+                   "run": dict(_VALIDATION["run"]),
                }),
         Preset("paper", "eval", "video accuracy from 10 evenly spaced centre-cropped clips per test video; retrieval "
                "R@1/5/10/20/50 with test videos as queries and train videos as the gallery (VCOP/PRP protocol)", {
@@ -114,16 +120,25 @@ KINETICS_EPOCHS = 100
 
 
 def wall_time_hours(mode: str, *, train_videos: int, test_videos: int = 0, epochs: int = 0, clips_per_sample: int = 1,
-                    eval_clips: int = 10, clips_per_s: float, frozen: bool = False) -> float:
+                    eval_clips: int = 10, clips_per_s: float, frozen: bool = False, val_videos: int = 0, validations: int = 0) -> float:
     """Hours of GPU compute for one stage, assuming the GPU is the bottleneck (the loader keeps up).
 
     ``clips_per_s`` is the training rate (forward + backward). A forward pass costs about a third of that
-    (backward ~ 2x forward), which is what evaluation and a frozen backbone pay per clip.
+    (backward ~ 2x forward), which is what evaluation, validation and a frozen backbone pay per clip.
+    ``train_videos``: the videos trained on (without the ``val_videos`` held out, scored ``validations`` times).
     """
     if mode == "eval":
         return (train_videos + test_videos) * eval_clips / (3 * clips_per_s) / 3600
     clips = epochs * train_videos * clips_per_sample
-    return clips / ((3 if frozen else 1) * clips_per_s) / 3600
+    return (clips / ((3 if frozen else 1) * clips_per_s) + validations * val_videos * eval_clips / (3 * clips_per_s)) / 3600
+
+
+def validation_split(train_videos: int, fraction: float, epochs: int, every: int) -> tuple[int, int, int]:
+    """(videos trained on, videos held out, validations) of a fine-tuning run (training/validation.py: the held-out
+    count is rounded up; validation runs every ``every`` epochs and after the last step)."""
+    held_out = math.ceil(fraction * train_videos)
+    validations = (epochs // every if every else 0) + (1 if not every or epochs % every else 0) if fraction else 0
+    return train_videos - held_out, held_out, validations
 
 
 def estimate_table(arch: str, clips_per_s: float | None = None) -> list[tuple[str, str, float]]:
@@ -136,12 +151,14 @@ def estimate_table(arch: str, clips_per_s: float | None = None) -> list[tuple[st
         rows.append((f"pretrain on {data}", f"{epochs} ep x {sizes['train']} videos x {k} clips / {rate:.0f} clips/s",
                      wall_time_hours("pretrain", train_videos=sizes["train"], epochs=epochs, clips_per_sample=k, clips_per_s=rate)))
     for name, sizes in (("UCF101", DATASET_VIDEOS["ucf101"]), ("HMDB51", DATASET_VIDEOS["hmdb51"])):
-        epochs = ft["optim"]["epochs"]
-        rows.append((f"fine-tune on {name} split 1", f"{epochs} ep x {sizes['train']} videos / {rate:.0f} clips/s",
-                     wall_time_hours("finetune", train_videos=sizes["train"], epochs=epochs, clips_per_s=rate)))
-        epochs = lin["optim"]["epochs"]
-        rows.append((f"linear probe on {name} split 1", f"{epochs} ep x {sizes['train']} videos / (3 x {rate:.0f} clips/s)",
-                     wall_time_hours("finetune", train_videos=sizes["train"], epochs=epochs, clips_per_s=rate, frozen=True)))
+        for preset, stage, frozen in ((ft, "fine-tune", False), (lin, "linear probe", True)):
+            epochs = preset["optim"]["epochs"]
+            trained, held_out, validations = validation_split(sizes["train"], preset["data"]["val_fraction"], epochs, preset["run"]["val_every"])
+            rate_text = f"(3 x {rate:.0f} clips/s)" if frozen else f"{rate:.0f} clips/s"
+            rows.append((f"{stage} on {name} split 1",
+                         f"{epochs} ep x {trained} videos / {rate_text} + {validations} x {held_out} videos x 10 clips / (3 x {rate:.0f} clips/s)",
+                         wall_time_hours("finetune", train_videos=trained, epochs=epochs, clips_per_s=rate, frozen=frozen,
+                                         val_videos=held_out, validations=validations)))
         rows.append((f"eval on {name} split 1", f"({sizes['test']} + {sizes['train']}) videos x 10 clips / (3 x {rate:.0f} clips/s)",
                      wall_time_hours("eval", train_videos=sizes["train"], test_videos=sizes["test"], clips_per_s=rate)))
     return rows
