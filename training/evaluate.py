@@ -46,7 +46,10 @@ def gather_outputs(loader, forward: Callable[[dict], dict[str, torch.Tensor]], *
         parts["video_id"] += batch["video_id"]
         parts["label"].append(batch["label"].cpu())
     gathered = distributed.all_gather_objects(parts, info)
-    return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g[k]])) for k in parts}
+    # every rank's keys: a rank with no video of the split (more ranks than held-out videos) has only the two above
+    keys = dict.fromkeys(k for g in gathered for k in g)
+    return {k: (sum((g[k] for g in gathered), []) if k == "video_id" else torch.cat([t for g in gathered for t in g.get(k, [])]))
+            for k in keys}
 
 
 class EvalMode:
