@@ -51,9 +51,9 @@ class DataConfig(ClipConfig):
     eval_batch_size: int = 8
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
-    """Loader worker processes (or DALI CPU decoder threads) per rank."""
+    """Loader worker processes per rank: reference decoders, or with DALI the processes that cut local streams (and DALI's CPU decoder threads)."""
     gpu_decode_threads: int = GPU_DECODE_THREADS
-    """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
+    """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU (0 = derived from the NVDEC engines the GPU reports, see pipeline/routing.py)."""
     augment: bool = True
     """Random crop and flip while training (eval is always centre crop, no flip)."""
     storage_options: str = ""
@@ -70,7 +70,7 @@ class DataConfig(ClipConfig):
         _check(self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1")
         _check(self.num_workers >= 0, "num_workers must be >= 0")
-        _check(self.gpu_decode_threads >= 1, "gpu_decode_threads must be >= 1")
+        _check(self.gpu_decode_threads >= 0, "gpu_decode_threads must be >= 0 (0: derived from the GPU)")
         _check(self.read_retries >= 0 and self.read_timeout > 0, "need read_retries >= 0 and read_timeout > 0")
 
 
