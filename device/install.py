@@ -124,12 +124,30 @@ def install(bundle: Path, manifest: dict) -> int:
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as z:
                 z.extractall(site)
+    _share_the_nvidia_package(site)
     stamp = {"bundle": manifest["built"], "python": here, "wheels": names, "method": method,
              "dali": dali_wheel.name if dali_wheel else None, "dali_missing": dali_reason, "seconds": round(time.perf_counter() - started, 1)}
     stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
     print(f"install: {len(names)} wheels into {site} by {method} in {stamp['seconds']} s"
           + ("" if dali_wheel else f"; DALI not installed: {dali_reason}"), flush=True)
     return 0
+
+
+NVIDIA_INIT = """# Written by device/install.py. DALI installs nvidia/dali into this private target, while the GPU image's own
+# site-packages may hold an `nvidia` package too (CUDA library wheels, some with an nvidia/__init__.py that makes
+# it a regular package: `import nvidia.dali` would then look only there). This package comes first on the path
+# and takes every other `nvidia` folder on sys.path into its own path, so both DALI and the image's CUDA wheels import.
+from pkgutil import extend_path
+
+__path__ = extend_path(__path__, __name__)
+"""
+
+
+def _share_the_nvidia_package(site: Path) -> None:
+    """Make ``site/nvidia`` a package that extends its path over every ``nvidia`` folder on ``sys.path``."""
+    package = site / "nvidia"
+    if package.is_dir() and not (package / "__init__.py").exists():
+        (package / "__init__.py").write_text(NVIDIA_INIT)
 
 
 def main(argv: list[str] | None = None) -> int:
