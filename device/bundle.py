@@ -213,11 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / BUNDLE, help=f"bundle folder (default {BUNDLE}/ in the repository)")
     p.add_argument("--no-dali", action="store_true", help="leave the DALI wheel out (the check's DALI rows are then skipped)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="preprocess workers for the shard sets")
+    p.add_argument("--sets-only", action="store_true", help="only the shard sets, into OUT/shards (the image's check: docker/gpu_check.sh)")
     args = p.parse_args(argv)
     if not re.fullmatch(r"3\.\d+", args.python):
         p.error(f"--python: a version like 3.12, got {args.python!r}")
     started = time.perf_counter()
     bundle = args.out.resolve()
+    if args.sets_only:
+        shutil.rmtree(bundle / SHARDS, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="device-videos-") as work:
+            build_sets(bundle / SHARDS, Path(work), workers=args.workers)
+        print(f"device.bundle: shard sets in {bundle / SHARDS} in {time.perf_counter() - started:.0f} s", flush=True)
+        return 0
     cache = bundle / CACHE
     for folder in (WHEELS, DALI_PARTS, SHARDS):  # rebuilt from scratch; downloads stay in cache/
         shutil.rmtree(bundle / folder, ignore_errors=True)

@@ -7,7 +7,7 @@
 #                                 into .device/site (never from the network), run the check
 #
 # Environment: OUT [.device/out] (where gpu_check.json goes), PYTHON [python3] (the machine's Python with torch),
-# CHECK_TIMEOUT [440 s] (hard stop of the check; its rows keep their own budgets inside it), SPEEDSSL_REPO
+# CHECK_TIMEOUT [400 s] (hard stop of the check; its rows keep their own budgets inside it), SPEEDSSL_REPO
 # [the folder above the bundle]. Exit status: the check's (0: no row failed, 1: a row failed), 124 on the hard stop.
 set -euo pipefail
 
@@ -22,4 +22,4 @@ fi
 "$python" device/install.py --bundle "$bundle"
 export OUT=${OUT:-$bundle/out}
 export PYTHONPATH="$bundle/site:$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout -k 15 "${CHECK_TIMEOUT:-440}" "$python" device/check.py --bundle "$bundle"
+exec timeout -k 15 "${CHECK_TIMEOUT:-400}" "$python" device/check.py --bundle "$bundle"
