@@ -184,6 +184,7 @@ def test_stand_in_runs_the_cuda_rows_code_on_the_cpu(small_bundle, tmp_path, mon
     assert {n for n, r in rows.items() if r["status"] == "skipped"} == not_run
     assert status == 0
     assert rows["identity_vp9"]["metrics"]["wrong"] == 0 and rows["identity_vp9"]["metrics"]["checked"] > 0
-    assert rows["kill_resume"]["metrics"]["steps"] == list(range(1, 17))
+    assert rows["kill_resume"]["metrics"]["steps"] == list(range(1, check.KILL_RESUME_STEPS + 1))
+    assert 8 <= rows["kill_resume"]["metrics"]["killed_at"] < check.KILL_RESUME_STEPS
     assert rows["loader_dali_gpu"]["metrics"]["backend"] == "dali-cpu" and rows["loader_reference"]["metrics"]["clips_per_s"] > 0
     assert rows["pixel_agreement"]["metrics"]["worst_flat_psnr_db"] >= PSNR_FLOOR
