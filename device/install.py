@@ -5,8 +5,7 @@
 
 Every file is checked against the sha256 in ``manifest.json``. The wheels (and the DALI wheel, once all its
 parts are here) are installed with ``pip install --no-index --no-deps --target .device/site``: no index is
-asked, no dependency is resolved, nothing outside the bundle is read. Without pip, the wheels are unpacked
-into the same folder (a wheel is a zip of what it installs). ``.device/site/INSTALLED.json`` says what was
+asked, no dependency is resolved, nothing outside the bundle is read. ``.device/site/INSTALLED.json`` says what was
 installed and how; an install that is already there for the same bundle is kept (a rerun on a warm machine).
 Standard library only: this runs before anything is installed.
 """
@@ -20,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -109,21 +107,19 @@ def install(bundle: Path, manifest: dict) -> int:
         if stamp.get("bundle") == manifest["built"] and stamp.get("wheels") == names:
             print(f"install: already installed in {site} ({len(names)} wheels, by {stamp['method']})", flush=True)
             return 0
+    if not has_pip(sys.executable):
+        print(f"install: {sys.executable} has no pip: `{sys.executable} -m ensurepip` installs it from Python's own files "
+              "(no network)", file=sys.stderr)
+        return 1
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
-    if has_pip(sys.executable):
-        method = "pip install --no-index --no-deps --target"
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
-                                 "--disable-pip-version-check", "--quiet", "--target", str(site), *map(str, wheels)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"install: pip failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
-            return 1
-    else:
-        method = "unzip (this Python has no pip)"
-        for wheel in wheels:
-            with zipfile.ZipFile(wheel) as z:
-                z.extractall(site)
+    method = "pip install --no-index --no-deps --target"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
+                             "--disable-pip-version-check", "--quiet", "--target", str(site), *map(str, wheels)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"install: pip failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
+        return 1
     _share_the_nvidia_package(site)
     stamp = {"bundle": manifest["built"], "python": here, "wheels": names, "method": method,
              "dali": dali_wheel.name if dali_wheel else None, "dali_missing": dali_reason, "seconds": round(time.perf_counter() - started, 1)}
