@@ -410,12 +410,13 @@ def row_shards(ctx: Context) -> Result:
     return Result(ok, f"samples per set/split: {sets}; reference (PyAV) reads {checked} numbered VP9 frames, {wrong} wrong", metrics)
 
 
-def _frame_identity(loader, *, epochs: int) -> tuple[int, int]:
+def _frame_identity(loader, *, epochs: int, speeds: set | None = None) -> tuple[int, int]:
     """(frames checked, frames whose drawn number differs from ``frame_indices``) over ``epochs`` of a loader of
-    uint8 clips (B, K, T, S, S, 3) of frame-numbered video."""
+    uint8 clips (B, K, T, S, S, 3) of frame-numbered video; ``speeds`` collects the clips' speeds."""
     from synthetic.videos import read_frame_index
 
     checked = wrong = 0
+    speeds = set() if speeds is None else speeds
     try:
         for epoch in range(epochs):
             loader.set_epoch(epoch)
@@ -424,6 +425,7 @@ def _frame_identity(loader, *, epochs: int) -> tuple[int, int]:
                 drawn = np.array([read_frame_index(f) for f in clips.reshape(-1, *clips.shape[-3:])]).reshape(clips.shape[:3])
                 checked += drawn.size
                 wrong += int((drawn != batch["frame_indices"].numpy()).sum())
+                speeds.update(batch["speeds"].flatten().tolist())
     finally:
         loader.close()
     return checked, wrong
@@ -624,9 +626,9 @@ def identity_row(name: str) -> Callable[[Context], Result]:
                               num_workers=ctx.profile.cut_workers, gpu_decode_threads=ctx.gpu_decode_threads, normalized=False)
         backend, threads, speeds = loader.backend, loader.decode_threads, set()
         stream = loader._stream
-        checked, wrong = _frame_identity(loader, epochs=3)
-        ok = backend == _dali_backend(ctx) and checked > 0 and wrong == 0 and loader.stats["skipped"] == 0
-        return Result(ok, f"backend {backend} ({threads} decode threads), {checked} frames checked at speeds {list(SPEEDS)}, {wrong} wrong, "
+        checked, wrong = _frame_identity(loader, epochs=3, speeds=speeds)
+        ok = backend == _dali_backend(ctx) and checked > 0 and wrong == 0 and loader.stats["skipped"] == 0 and speeds == set(SPEEDS)
+        return Result(ok, f"backend {backend} ({threads} decode threads), {checked} frames checked at speeds {sorted(speeds)}, {wrong} wrong, "
                           f"{stream.witness_frames} witnesses equal", {"backend": backend, "checked": checked, "wrong": wrong,
                                                                       "decode_threads": threads, "witnesses": stream.witness_frames})
     return row
