@@ -1,10 +1,14 @@
 # The README's two commands: `make demo` and `make test`. Both set up everything on a fresh machine
 # (ffmpeg binary, .venv, the pinned packages) and are idempotent: set-up reruns only when pyproject.toml changes.
+# `make device-bundle` builds .device/, the GPU check's offline bundle (docs/gpu.md).
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The GPU machine's Python (the bundle's wheels are resolved for it); DEVICE_DALI=0 leaves the DALI wheel out.
+DEVICE_PYTHON ?= 3.12
+DEVICE_DALI   ?= 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean device-bundle
 
 setup: $(STAMP)
 
@@ -35,6 +39,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+device-bundle: $(STAMP)
+	$(PY) -m device.bundle --python $(DEVICE_PYTHON) $(if $(filter 0,$(DEVICE_DALI)),--no-dali)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -13,6 +13,7 @@ COMMANDS = {
     "model": ("model", "forward+backward throughput of each backbone, BatchNorm vs temporal group norm"),
     "model-layout": ("model_layout", "TGN/BN step time in the default layout vs channels_last_3d"),
     "profile-loader": ("profile_loader", "where the reference loader's time goes per sample"),
+    "loader-thread": ("loader_thread", "what the DALI loader costs the training thread: streams cut on its thread vs in a process"),
     "scale-on-paper": ("scale_on_paper", "GPUs and nodes for a Kinetics-400-sized pretraining, on paper"),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+import os
 
 import numpy as np
 import torch
@@ -105,6 +106,8 @@ class VideoLoader:
         self.cfg, self.rank, self.world_size, self.num_workers = cfg, rank, world_size, num_workers
         self.device, self.normalized = device, normalized
         self.backend, self.route_reason = route.backend, route.reason
+        self.decode_threads: int | None = None
+        """DALI backends: the decoder's thread count (on a GPU derived from its NVDEC engines unless given)."""
         self.epoch = self.start_batch = 0
         self.eligible, excluded = eligible_samples(records, cfg)
         self.stats = {"samples": len(records), "excluded": sum(excluded.values()), "excluded_reasons": dict(excluded),
@@ -114,11 +117,17 @@ class VideoLoader:
         if route.backend.startswith("dali"):
             from pipeline.dali.stream import DaliStream
 
-            device_id = None
+            device_id, engines = None, None
             if route.backend == "dali-gpu":
                 device_id = _cuda_index(device)
-            threads = dali_threads(route.backend, num_workers=num_workers, gpu_decode_threads=gpu_decode_threads)
-            self._stream = DaliStream(cfg, device_id=device_id, num_threads=threads)
+                if gpu_decode_threads == 0:  # derived from what the GPU reports
+                    from pipeline.dali.nvdec import nvdec_engines
+
+                    engines = nvdec_engines({str(r.meta.get("codec")) for r in records}, device_id)
+            threads = dali_threads(route.backend, num_workers=num_workers, gpu_decode_threads=gpu_decode_threads,
+                                   nvdec_engines=engines, cpus=len(os.sched_getaffinity(0)))
+            self.decode_threads = threads
+            self._stream = DaliStream(cfg, device_id=device_id, num_threads=threads, cut_workers=num_workers)
             self._batch_device = torch.device("cuda", device_id) if device_id is not None else None
         else:
             from pipeline.reference.stream import ReferenceStream
@@ -200,6 +209,16 @@ class VideoLoader:
         log.warning("skipped %s", error)
 
 
+def smallest_sizes(records) -> dict[str, tuple[int, int]]:
+    """codec -> (least width, least height) over ``records``, from their json (what NVDEC's limits are checked on)."""
+    smallest: dict[str, tuple[int, int]] = {}
+    for r in records:
+        codec, width, height = str(r.meta.get("codec")), int(r.meta["width"]), int(r.meta["height"])
+        w, h = smallest.get(codec, (width, height))
+        smallest[codec] = (min(w, width), min(h, height))
+    return smallest
+
+
 def _cuda_index(device: torch.device | None) -> int:
     """The GPU index of ``device`` for DALI's ``device_id``: its own index, else the current CUDA device."""
     if device is not None and device.type == "cuda" and device.index is not None:
@@ -218,8 +237,10 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     ``"reference"`` (torch DataLoader workers decoding with PyAV) or ``"auto"`` (DALI on a GPU, ``CPU_DEFAULT`` otherwise);
     codecs the GPU decoder cannot take are routed to a host path (``routing.choose_backend``; ``loader.backend``
     and ``loader.route_reason`` say which ran and why).
-    ``num_workers``: DataLoader worker processes (reference) or DALI CPU decoder threads.
-    ``gpu_decode_threads``: the DALI ``mixed`` decoder's threads (videos decoded at once on the GPU).
+    ``num_workers``: DataLoader worker processes (reference); with DALI, the processes that cut local samples'
+    streams off the training process (0: cut on the loader thread) and, on the CPU, DALI's decoder threads.
+    ``gpu_decode_threads``: the DALI ``mixed`` decoder's threads (videos decoded at once on the GPU); 0 derives
+    it from the GPU's NVDEC engines (``routing.gpu_decode_threads_for``; ``loader.decode_threads`` says what ran).
     ``device``: where training runs; ``cuda`` makes the reference backend pin its batches, and ``cuda:N`` is the
     GPU the ``mixed`` decoder runs on (``cuda`` without an index, or None: the current CUDA device). The loader
     reads no environment variable: under torchrun, pass this rank's device.
@@ -241,7 +262,7 @@ def build_loader(shards: list[str], cfg: LoaderConfig, *, backend: str = "auto",
     if select is not None:
         records = select(records)
     codecs = {str(r.meta.get("codec")) for r in records}
-    route = choose_backend(backend, codecs, cuda=torch.cuda.is_available())
+    route = choose_backend(backend, codecs, cuda=torch.cuda.is_available(), smallest=smallest_sizes(records))
     loader = VideoLoader(records, cfg, route=route, rank=rank, world_size=world_size, num_workers=num_workers,
                          device=device, normalized=normalized, gpu_decode_threads=gpu_decode_threads,
                          reuse_host_memory=reuse_host_memory)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import ffmpeg
 import numpy as np
 
 #: Bits used to encode the frame index; videos may hold at most ``2**INDEX_BITS`` frames.
@@ -68,6 +67,8 @@ def write_numbered_video(
     ``vcodec``/``pix_fmt`` choose the source format (e.g. ``libx264``/``yuv444p`` for a 4:4:4 source);
     ``extra_output_args`` are passed to ffmpeg's output (e.g. ``{"crf": 10}``).
     """
+    import ffmpeg  # here, not at the top: reading frame numbers (read_frame_index) needs no ffmpeg (the GPU check's machine has none)
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = np.stack([numbered_frame(i, width=width, height=height) for i in range(num_frames)]).tobytes()
@@ -92,6 +93,8 @@ def write_lavfi_video(
     extra_output_args: dict | None = None,
 ) -> Path:
     """Render ``num_frames`` of ffmpeg's ``lavfi`` test source ``source`` to ``path``."""
+    import ffmpeg
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stream = ffmpeg.input(f"{source}=size={width}x{height}:rate={fps}", format="lavfi")

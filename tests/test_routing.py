@@ -57,8 +57,11 @@ def test_mjpeg_shards_on_a_gpu_machine_run_on_a_host_path(mjpeg, monkeypatch, ba
 
 
 def test_thread_counts():
-    assert dali_threads("dali-gpu", num_workers=2) == GPU_DECODE_THREADS >= 8
+    assert GPU_DECODE_THREADS == 0  # the default: derived from the GPU's NVDEC engines
+    assert dali_threads("dali-gpu", num_workers=2, nvdec_engines=7, cpus=16) == 14
     assert dali_threads("dali-gpu", num_workers=2, gpu_decode_threads=16) == 16
     assert dali_threads("dali-cpu", num_workers=3) == 3 and dali_threads("dali-cpu", num_workers=0) == 1
     with pytest.raises(ValueError, match="gpu_decode_threads"):
-        dali_threads("dali-gpu", num_workers=2, gpu_decode_threads=0)
+        dali_threads("dali-gpu", num_workers=2, gpu_decode_threads=-1)
+    with pytest.raises(ValueError, match="NVDEC engine count"):
+        dali_threads("dali-gpu", num_workers=2)

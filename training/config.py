@@ -56,9 +56,9 @@ class DataConfig(ClipConfig):
     eval_batch_size: int = 8
     """Videos per eval batch per rank (each holds num_eval_clips clips)."""
     num_workers: int = 2
-    """Loader worker processes (or DALI CPU decoder threads) per rank."""
+    """Loader worker processes per rank: reference decoders, or with DALI the processes that cut local streams (and DALI's CPU decoder threads)."""
     gpu_decode_threads: int = GPU_DECODE_THREADS
-    """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU."""
+    """DALI GPU (mixed, NVDEC) decoder threads per rank: videos decoded at once on the GPU (0 = derived from the NVDEC engines the GPU reports, see pipeline/routing.py)."""
     augment: bool = True
     """Random crop and flip while training. Without it, and always in eval and validation: short side resized to resize, then the centre crop_size square (the peers' protocol; training/evaluate.py)."""
     val_fraction: float = 0.1
@@ -81,7 +81,7 @@ class DataConfig(ClipConfig):
         _check(self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}")
         _check(self.global_batch_size >= 0, f"--global-batch-size must be >= 0 (0 = --batch-size x world size), got {self.global_batch_size}")
         _check(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
-        _check(self.gpu_decode_threads >= 1, f"--gpu-decode-threads must be >= 1, got {self.gpu_decode_threads}")
+        _check(self.gpu_decode_threads >= 0, f"--gpu-decode-threads must be >= 0 (0: derived from the GPU), got {self.gpu_decode_threads}")
         _check(self.read_retries >= 0, f"--read-retries must be >= 0, got {self.read_retries}")
         _check(self.read_timeout > 0, f"--read-timeout must be > 0 seconds, got {self.read_timeout}")
         _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")

@@ -10,15 +10,23 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-# imported at module level: DataLoader workers are forked and inherit it (the import takes seconds)
-from torchcodec.decoders import VideoDecoder
+# imported at module level: DataLoader workers are forked and inherit it (the import takes seconds). Only
+# streams with reordered frames need it, and a machine may lack it (the GPU check's machine has no torchcodec
+# and no system FFmpeg for it): then those streams fail by name (torchcodec_decoder) and nothing else changes.
+try:
+    from torchcodec.decoders import VideoDecoder
+except (ImportError, OSError, RuntimeError) as e:  # torchcodec raises RuntimeError when its FFmpeg libraries are missing
+    VideoDecoder, _TORCHCODEC_MISSING = None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 from pipeline.reference.colour import centre_sited, rgb_planes
 
 
-def torchcodec_decoder(data: bytes, *, threads: int = 1) -> VideoDecoder:
-    """A torchcodec decoder over encoded bytes. ``seek_mode="exact"`` scans the packets once, so
-    ``metadata.num_frames`` is the real count and frame indices are exact."""
+def torchcodec_decoder(data: bytes, *, threads: int = 1):
+    """A torchcodec ``VideoDecoder`` over encoded bytes. ``seek_mode="exact"`` scans the packets once, so
+    ``metadata.num_frames`` is the real count and frame indices are exact. RuntimeError when torchcodec
+    cannot be imported here."""
+    if VideoDecoder is None:
+        raise RuntimeError(f"streams with reordered frames need torchcodec, which cannot be imported here ({_TORCHCODEC_MISSING})")
     return VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=threads, seek_mode="exact")
 
 
