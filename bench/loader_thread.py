@@ -21,7 +21,6 @@ step consumes), one torch thread. ``--rounds`` alternates the two settings to sp
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import threading
@@ -29,6 +28,7 @@ import time
 
 import torch
 
+from pipeline.cli_syntax import ArgumentParser
 from pipeline.config import LoaderConfig
 from pipeline.io.shard_reader import list_shards
 from pipeline.loader import build_loader
@@ -83,14 +83,13 @@ def measure(shards: list[str], cfg: LoaderConfig, *, workers: int, epochs: int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench loader-thread", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m bench loader-thread", description=__doc__)  # shows every default
     parser.add_argument("shards", help="a shard folder (OUT of preprocess) of long videos, e.g. .device/shards/motion")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--split", default="train", help="split of SHARDS to read")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per round")
     parser.add_argument("--steps", type=int, default=4000, help="torch ops in the consumer's step per batch")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both settings; medians are reported")
+    parser.add_argument("--batch", type=int, default=16, help="samples per batch")
     parser.add_argument("--out", help="also write the results here (JSON)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
