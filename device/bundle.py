@@ -24,7 +24,6 @@ the limit allows. The plan is printed, stored in the manifest, and the build fai
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -38,7 +37,7 @@ import zipfile
 from pathlib import Path
 
 from device.layout import (BUNDLE, CACHE, DALI_PARTS, MANIFEST, MIB, PART_LIMIT, REPO_MARGIN, RUN, SETS, SHARDS,
-                           TRANSFER_LIMIT, WHEELS)
+                           TRANSFER_LIMIT, WHEELS, sha256)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,14 +103,6 @@ def requires_dist(wheel: Path) -> dict[str, str]:
             name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
             found[re.sub(r"[-_.]+", "-", name).lower()] = re.sub(r"\[[^\]]*\]", "", requirement)
     return found
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def size_of(path: Path) -> int:

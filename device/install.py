@@ -13,7 +13,6 @@ Standard library only: this runs before anything is installed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,15 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from device.layout import CACHE, DALI_PARTS, INSTALLED, SITE, WHEELS, read_manifest  # noqa: E402
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from device.layout import CACHE, DALI_PARTS, INSTALLED, SITE, WHEELS, read_manifest, sha256  # noqa: E402
 
 
 def parts_status(bundle: Path, manifest: dict) -> tuple[list[str], list[str], list[str]]:

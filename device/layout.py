@@ -5,6 +5,7 @@ installer runs before anything is installed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,3 +39,12 @@ SETS = {
 
 def read_manifest(bundle: Path) -> dict:
     return json.loads((Path(bundle) / MANIFEST).read_text())
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (the DALI parts are tens of MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
