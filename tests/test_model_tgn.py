@@ -262,6 +262,8 @@ def _ddp_worker(rank: int, world_size: int, workdir: str) -> None:
             {"grads": {n: p.grad for n, p in model.named_parameters()}, "running_mean": first_tgn.bn.running_mean},
             f"{workdir}/rank{rank}.pt",
         )
+        del ddp  # its reducer uses the group: gone before the group is
+        dist.barrier()  # leave together: a rank whose peer already tore down its gloo pairs can abort at exit
     finally:
         dist.destroy_process_group()
 
