@@ -400,17 +400,27 @@ def plot_results(results: dict, path: Path) -> Path:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     ax = axes[-1]
-    for i, n in enumerate(names):
-        p = (results["arms"][n]["pretext"] or {}).get("speed")
-        if p is None:
-            continue
-        values = [r["arms"][n]["pretext"]["accuracy"] for r in runs]
-        ax.scatter([i] * len(values), values, color="tab:blue", alpha=0.7)
-        ax.errorbar([i + 0.15], [p["accuracy"]], yerr=[[p["accuracy"] - p["ci95"][0]], [p["ci95"][1] - p["accuracy"]]], fmt="s", color="black")
-        ax.hlines(p["chance"], i - 0.3, i + 0.3, color="gray", ls="--")
+    # Each pretext the arm has (per-clip signed speed, clip order), side by side: an order-only arm shows too.
+    markers = {"speed": ("o", "tab:blue", -0.12), "order": ("^", "tab:orange", 0.12)}
+    for task, (marker, color, dx) in markers.items():
+        acc = "accuracy" if task == "speed" else "order_accuracy"  # the per-seed key of this task's accuracy
+        label = task  # the legend names each task once
+        for i, n in enumerate(names):
+            p = (results["arms"][n]["pretext"] or {}).get(task)
+            if p is None:
+                continue
+            values = [r["arms"][n]["pretext"][acc] for r in runs]
+            ax.scatter([i + dx] * len(values), values, color=color, marker=marker, alpha=0.7, label=label)
+            label = None
+            ax.errorbar([i + dx], [p["accuracy"]], yerr=[[p["accuracy"] - p["ci95"][0]], [p["ci95"][1] - p["accuracy"]]],
+                        fmt="s", color="black", markersize=3)
+            ax.hlines(p["chance"], i + dx - 0.1, i + dx + 0.1, color=color, ls="--")
     ax.set_xticks(list(x), names, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_title("pretext: signed speed accuracy (held-out videos)\nper seed, mean with 95% CI; dashed: chance", fontsize=8)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylim(0, 1.05)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("pretext accuracy on held-out videos: speed, order\nper seed, mean with 95% CI; dashed: chance", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -472,9 +482,10 @@ def print_results(results: dict) -> None:
     console.print(results_table(f"{results['question']}: test split, mean of {n} seeds (each arm at its rate chosen on val)", [
         (name, *(fmt(a["mean"][k]) for k in COMPARED), fmt(a["mean"]["chance"]),
          " ".join(_lr_text(lr) for lr in a["lr"]),
-         "—" if not a["pretext"] else " / ".join(f"{p['accuracy']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]" for p in a["pretext"].values()))
+         "—" if not a["pretext"] else " / ".join(f"{task} {p['accuracy']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}]"
+                                                  for task, p in a["pretext"].items()))
         for name, a in arms.items()
-    ], ("arm", *COMPARED.values(), "chance", "lr chosen per seed", "pretext speed / order [95% CI]")))
+    ], ("arm", *COMPARED.values(), "chance", "lr chosen per seed", "pretext accuracy [95% CI]")))
     console.print(results_table(f"paired differences against {results['baseline']}, {n} seeds", [
         (f"{c['b']} - {c['a']}", COMPARED[c["metric"]], f"{c['mean_gain']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
          f"{c['wins']}/{c['seeds']}", outcome(c))

@@ -249,3 +249,23 @@ def test_killed_comparison_reruns_only_what_is_missing(tmp_path, monkeypatch, ti
     again = demo.run_experiment(root, TINY, variation)
     assert calls == []
     assert again["seeds"] == results["seeds"] and again["comparisons"] == results["comparisons"]
+
+
+def test_an_order_only_arm_shows_its_pretext_in_table_and_plot(tmp_path, monkeypatch, capsys):
+    """The sorting head alone has no speed accuracy: its order accuracy is still printed (named) and plotted.
+    The input is a real result file (docs/ablations/head.json: arms sort, speed, both)."""
+    import matplotlib.figure
+    from matplotlib.collections import PathCollection
+
+    results = json.loads((Path(__file__).resolve().parent.parent / "docs" / "ablations" / "head.json").read_text())
+    demo.print_results(results)
+    out = capsys.readouterr().out
+    order = results["arms"]["sort"]["pretext"]["order"]
+    assert f"order {order['accuracy']:.2f} [{order['ci95'][0]:.2f}, {order['ci95'][1]:.2f}]" in out
+    figures = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig))
+    demo.plot_results(results, tmp_path / "results.png")
+    pretext = figures[0].axes[-1]
+    scatters = [c for c in pretext.collections if isinstance(c, PathCollection)]
+    assert len(scatters) == 4  # one per (arm, task): sort (order), speed (speed), both (speed, order)
+    assert sorted(t.get_text() for t in pretext.get_legend().get_texts()) == ["order", "speed"]
