@@ -234,3 +234,27 @@ def test_the_design_table_of_open_choices_holds_train_py_defaults():
     for option, quoted in rows:
         default = fields[option[2:].replace("-", "_")]
         assert _same(quoted.split(" ")[0], default), (option, quoted, default)  # "both (sum of the two)" -> "both"
+
+
+def test_the_ablation_gains_are_those_of_their_result_files():
+    """docs/ablations.md's summary table quotes each comparison's video-accuracy gain, interval, seeds won and the
+    verdict the rule gives; they are those of the committed result files (docs/ablations/NAME.json)."""
+    import json
+
+    from training.stats import outcome
+
+    text = (REPO / "docs" / "ablations.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    found = 0
+    for path in sorted((REPO / "docs" / "ablations").glob("*.json")):
+        assert f"(ablations/{path.name})" in text, f"docs/ablations.md does not link {path.name}"
+        for c in json.loads(path.read_text())["comparisons"]:
+            if c["metric"] != "video_acc":
+                continue
+            low, high = c["ci95"]
+            quoted = f"{c['mean_gain']:+.3f} [{low:+.3f}, {high:+.3f}], {c['wins']}/{c['seeds']}".replace("-", "\N{MINUS SIGN}")
+            row = [line for line in rows if quoted in line]
+            assert row, f"{path.name}: {c['b']} vs {c['a']}: {quoted} is not in the table"
+            assert f"| {outcome(c)} |" in row[0], f"{path.name}: {c['b']} vs {c['a']}: the verdict is {outcome(c)}"
+            found += 1
+    assert found >= 6, "the four ablations make at least six video-accuracy comparisons"
