@@ -226,6 +226,25 @@ def test_bad_sample_is_named_or_skipped_and_counted(shards, tmp_path, kind, back
         assert len(loader) == 0 and batches == []
 
 
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_dali_decodes_on_after_a_bad_sample_that_was_decoded_last_alone(shards, tmp_path, seed, caplog):
+    """A sample DALI fails on breaks the pipeline; the samples in flight (2 batches of 1 here) are then decoded one
+    by one, and when the bad one comes last no pipeline is left: the next batch must get a new one, not an
+    AttributeError (seeds 1 and 3 order the samples so). The samples in flight are searched together, so the
+    batch without the culprit is not reported as one that failed "on none of its samples alone"."""
+    from pipeline_helpers import write_tar
+
+    good = good_samples(shards)
+    bad_key, bad = corrupt_sample("h264", good, tmp_path)
+    tar = str(write_tar(tmp_path / "mixed-000000.tar", {**good, bad_key: bad}))
+    loader, batches = run([tar], "dali", skip_bad_samples=True, speeds=(1, 2), num_clips=2, batch_size=1, seed=seed)
+    assert len(batches) == len(loader) == 5 and loader.stats["skipped"] >= 1
+    assert "none of its samples alone" not in caplog.text
+    assert {k for b in batches for k in b["key"]} == set(good)
+    for b in batches:
+        np.testing.assert_array_equal(frame_numbers(b["clips"].numpy()), b["frame_indices"].numpy())
+
 def test_eval_skips_bad_sample_without_replacement(shards, tmp_path):
     from pipeline_helpers import write_tar
 

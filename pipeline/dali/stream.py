@@ -99,16 +99,12 @@ class DaliStream:
 
     def __init__(self, cfg: LoaderConfig, *, device_id: int | None, num_threads: int, cut_workers: int = 0):
         self.cfg, self.device_id, self.num_threads, self.cut_workers = cfg, device_id, num_threads, cut_workers
-        self._pipe = None  # built on first use, kept across epochs
+        self._pipe = None  # built when a batch is first fed (_schedule), kept across epochs; dropped after a failure
         self._readers = None  # threads fetching and cutting a batch's URL samples at once (made on first use)
         self._cutters = None  # processes cutting local samples' streams (made on first use)
         self.decoded_frames = self.clips = self.witness_frames = 0
         log.info("DALI video decoder on %s, %d threads; streams cut by %s", "the CPU" if device_id is None else f"GPU {device_id} (mixed)",
                  num_threads, f"{cut_workers} processes" if cut_workers else "the loader thread")
-
-    def _fresh_pipe(self):
-        self._pipe = build_decode_pipeline(batch_size=self.cfg.batch_size, num_threads=self.num_threads, device_id=self.device_id)
-        return self._pipe
 
     def _plan(self, record: SampleRecord, repeat: int, epoch: int):
         plan = plan_sample(record, self.cfg, epoch, repeat)
@@ -141,9 +137,13 @@ class DaliStream:
         return self._cutters
 
     def _schedule(self, entries) -> bool:
+        """Feed the good entries to the pipeline and start decoding them; False when there is none. The one place
+        that builds the pipeline: on first use, and after a failure dropped it (``self._pipe = None``)."""
         todo = [e for e in entries if not isinstance(e, BadSampleError)]
         if not todo:
             return False
+        if self._pipe is None:
+            self._pipe = build_decode_pipeline(batch_size=self.cfg.batch_size, num_threads=self.num_threads, device_id=self.device_id)
         self._pipe.feed_input("encoded", [stream.data for _, stream in todo])
         self._pipe.feed_input("frame_indices", [stream.frames_to_request for _, stream in todo])
         self._pipe.schedule_run()
@@ -201,22 +201,17 @@ class DaliStream:
                 results.append(entry)
                 continue
             plan, _ = entry
-            if self._pipe is None:
-                self._fresh_pipe()
             try:
                 self._schedule([entry])
-                results.append(self._merge([entry], self._outputs()))
+                results.extend(self._merge([entry], self._outputs()))
             except Exception as e:  # noqa: BLE001 -- DALI raises RuntimeError/IndexError; either way this sample broke it
                 message = str(e).strip().splitlines()
                 reason = next((line for line in message if "Failed" in line or "rror" in line), message[0] if message else type(e).__name__)
                 results.append(BadSampleError(plan.record.shard, plan.record.key, f"DALI video decoder failed: {reason[:300]}"))
-                self._pipe = None
-        flat = []
-        for r in results:
-            flat.extend(r if isinstance(r, list) else [r])
-        if not any(isinstance(r, BadSampleError) for r in flat):
+                self._pipe = None  # rebuilt by the next _schedule
+        if not any(isinstance(r, BadSampleError) for r in results):
             log.warning("DALI failed on a batch but on none of its samples alone: %s", failure)
-        return flat
+        return results
 
     def decoded_frames_per_clip(self) -> float | None:
         return self.decoded_frames / self.clips if self.clips else None
@@ -232,8 +227,6 @@ class DaliStream:
     def results(self, samples: list[SampleRecord], *, epoch: int, count: int, upcoming=None):
         """Per-sample results in reading order (see ``plan.epoch_results``); ``upcoming`` is not used (the pipeline
         decodes a batch ahead within a pass only)."""
-        if self._pipe is None:
-            self._fresh_pipe()
         return epoch_results(samples, self.cfg, count, lambda indices: self._run(samples, indices, epoch))
 
     def _run(self, samples: list[SampleRecord], indices: range, epoch: int):
@@ -258,11 +251,10 @@ class DaliStream:
                 try:
                     outputs = self._outputs()
                 except Exception as failure:  # noqa: BLE001 -- the pipeline is now invalid; find who broke it
-                    lost = [entries] + [e for e, _ in in_flight]
+                    lost = [entry for batch in [entries, *(e for e, _ in in_flight)] for entry in batch]
                     in_flight.clear()
                     self._pipe = None
-                    for batch in lost:
-                        yield from self._one_by_one(batch, failure)
+                    yield from self._one_by_one(lost, failure)  # together: the warning below means no lost sample failed alone
                     continue
                 yield from self._merge(entries, outputs)
         finally:
@@ -281,7 +273,8 @@ class DaliStream:
 
 def _witness_failures(decoded: list) -> list[bool]:
     """For each (cut stream, decoded frames) pair: True when its two witness frames differ (see ``stream_cut.py``).
-    One comparison for the whole batch (on a GPU one kernel and one small copy back, on the loader thread)."""
+    One comparison per pair (a batch's videos may differ in size) and one copy of all the answers to the host
+    for the whole batch (on a GPU: one sync of the loader thread, not one per sample)."""
     pairs = [(i, f[s.witness[0]], f[s.witness[1]]) for i, (s, f) in enumerate(decoded) if s.witness is not None]
     failed = [False] * len(decoded)
     if pairs:  # per pair (a batch's videos may differ in size), then one copy of the answers
