@@ -30,6 +30,7 @@ import torch
 
 from pipeline.cli_syntax import ArgumentParser
 from pipeline.config import LoaderConfig
+from pipeline.dali.background import THREAD_NAME
 from pipeline.io.shard_reader import list_shards
 from pipeline.loader import build_loader
 
@@ -43,7 +44,7 @@ def python_step(x: torch.Tensor, steps: int) -> float:
 
 
 def _loader_thread() -> threading.Thread | None:
-    return next((t for t in threading.enumerate() if t.name == "loader-batches"), None)
+    return next((t for t in threading.enumerate() if t.name == THREAD_NAME), None)
 
 
 def _thread_cpu(thread: threading.Thread | None) -> float | None:

@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from device.layout import BUNDLE, INSTALLED, OUT, SETS, SHARDS, SITE  # noqa: E402
+from shardformat.files import atomic_write  # noqa: E402
 
 ARCHS = ("c3d", "r3d_18", "r2plus1d_18")
 SPEEDS = (-8, -4, -2, -1, 1, 2, 4, 8)
@@ -180,9 +181,7 @@ class Report:
         self.write()
 
     def write(self):
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"rows": self.rows, "env": _plain(self.env)}, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"rows": self.rows, "env": _plain(self.env)}, indent=2) + "\n")
 
     @property
     def failed(self) -> bool:

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_background_batches_keep_order_raise_and_stop():
-    from pipeline.dali.background import background_batches
+    from pipeline.dali.background import THREAD_NAME, background_batches
 
     assert [b["i"] for b in background_batches(lambda: ({"i": i} for i in range(7)))] == list(range(7))
 
@@ -36,4 +36,4 @@ def test_background_batches_keep_order_raise_and_stop():
     assert [next(stream)["i"] for _ in range(3)] == [0, 1, 2]
     stream.close()  # the consumer stops early (resume skip, end of training)
     assert closed.is_set()  # the producer was closed and joined, not left running
-    assert not any(t.name == "loader-batches" for t in threading.enumerate())
+    assert not any(t.name == THREAD_NAME for t in threading.enumerate())

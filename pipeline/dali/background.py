@@ -22,6 +22,8 @@ import torch
 from pipeline.cuda_handover import hand_over
 
 _DONE = object()
+#: Name of the thread that makes the batches (benchmarks and tests find it by this name).
+THREAD_NAME = "loader-batches"
 
 
 def background_batches(make: Callable[[], Iterator[dict]], *, depth: int = 2, device: torch.device | None = None) -> Iterator[dict]:
@@ -63,7 +65,7 @@ def background_batches(make: Callable[[], Iterator[dict]], *, depth: int = 2, de
                 source.close()
             put(_DONE)
 
-    thread = threading.Thread(target=work, name="loader-batches", daemon=True)
+    thread = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
     thread.start()
     try:
         while True:
