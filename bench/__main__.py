@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from training.errors import USER_ERRORS, one_line
+
 #: command name -> (module under ``bench``, what it measures)
 COMMANDS = {
     "loader": ("loader", "clips/s of the loader backends against per-clip peers and the decode limit"),
@@ -32,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: unknown benchmark {argv[0]!r}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"bench.{COMMANDS[argv[0]][0]}")
-    result = module.main(argv[1:])
+    try:
+        result = module.main(argv[1:])
+    except (*USER_ERRORS, FileNotFoundError) as err:  # a path or sample the user named: one line, not a traceback
+        print(f"python -m bench {argv[0]}: error: {one_line(err)}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
 
 

@@ -1,6 +1,6 @@
 """``python -m bench loader`` on inputs that used to end it: shards at a URL (it measured, then crashed on
-``Path(url).stat()``), and ``--per-speed`` with a speed no video is long enough for (it threw away every
-measurement already made)."""
+``Path(url).stat()``), ``--per-speed`` with a speed no video is long enough for (it threw away every
+measurement already made), and a shard folder that does not exist (a traceback, here and in loader-thread)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def test_a_setting_no_loader_can_run_is_one_line_and_status_2(out_dir, quick, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and err[-1].startswith("python -m bench loader: error: no loader ran")
 
+
+
+@pytest.mark.parametrize("name", ["loader", "loader-thread"])
+def test_a_missing_shard_folder_is_one_line_and_status_2(tmp_path, capsys, name):
+    from bench.__main__ import main
+
+    missing = tmp_path / "nowhere"
+    assert main([name, str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m bench {name}: error: shard not found: {missing}"]
 
 @pytest.mark.slow
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (`make setup` installs it with apt-get)")
