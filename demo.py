@@ -335,13 +335,17 @@ def mean_over_seeds(runs: list[dict]):
     return first
 
 
+#: pretext task -> its (accuracy, chance) keys in a seed's ``pretext`` record (the names :func:`score_arm` writes).
+PRETEXT_KEYS = {"speed": ("accuracy", "chance"), "order": ("order_accuracy", "order_chance")}
+
+
 def pretext_summary(runs: list[dict], name: str) -> dict | None:
     """Arm ``name``'s pretext accuracies over seeds, each ``{"accuracy", "ci95", "chance"}`` (speed and order,
     when its head has them); None for an arm that does not pretrain."""
     if runs[0]["arms"][name]["pretext"] is None:
         return None
     out = {}
-    for task, acc, chance in (("speed", "accuracy", "chance"), ("order", "order_accuracy", "order_chance")):
+    for task, (acc, chance) in PRETEXT_KEYS.items():
         values = [r["arms"][name]["pretext"][acc] for r in runs]
         if None not in values:
             mean, low, high = t_interval(values)
@@ -403,7 +407,7 @@ def plot_results(results: dict, path: Path) -> Path:
     # Each pretext the arm has (per-clip signed speed, clip order), side by side: an order-only arm shows too.
     markers = {"speed": ("o", "tab:blue", -0.12), "order": ("^", "tab:orange", 0.12)}
     for task, (marker, color, dx) in markers.items():
-        acc = "accuracy" if task == "speed" else "order_accuracy"  # the per-seed key of this task's accuracy
+        acc = PRETEXT_KEYS[task][0]
         label = task  # the legend names each task once
         for i, n in enumerate(names):
             p = (results["arms"][n]["pretext"] or {}).get(task)
